@@ -1,0 +1,160 @@
+"""PPO configuration (static, validated at construction) and hyperparameters as data."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax.numpy as jnp
+from flax import struct
+
+from jaxlearn import spaces
+from jaxlearn.config import (
+    check_choice,
+    check_positive_int,
+    check_range,
+    fail,
+)
+from jaxlearn.envs import is_registered, make, registered_envs
+
+ACTIVATIONS = ("tanh", "relu", "gelu", "silu", "elu")
+
+
+@dataclasses.dataclass(frozen=True)
+class PPOConfig:
+    """Everything that defines a PPO run. Defaults are CleanRL's classic CartPole settings.
+
+    Sizes (`num_envs`, `num_steps`, `num_minibatches`, `hidden_sizes`) fix array shapes;
+    the real-valued fields listed in `PPOHParams` can also be passed as arrays to `train`.
+    """
+
+    env: str = "CartPole-v1"
+    total_timesteps: int = 500_000  # env steps per seed (over all envs)
+    num_envs: int = 4
+    num_steps: int = 128  # rollout length per env per update
+    num_epochs: int = 4
+    num_minibatches: int = 4
+    learning_rate: float = 2.5e-4
+    anneal_lr: bool = True  # linear decay to 0 over the run
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    clip_eps: float = 0.2
+    clip_value: bool = True  # clip the value update to +-clip_eps around the old value
+    ent_coef: float = 0.01
+    vf_coef: float = 0.5
+    max_grad_norm: float = 0.5
+    adam_eps: float = 1e-5
+    normalize_advantages: bool = True
+    hidden_sizes: tuple[int, ...] = (64, 64)
+    activation: str = "tanh"
+    policy: str = "auto"  # auto | discrete | continuous (auto: from the env's action space)
+    action_squash: str = "clip"  # continuous only: clip a Gaussian sample, or tanh-squash it
+    log_std_init: float = 0.0
+    normalize_observations: bool = False
+    normalize_rewards: bool = False  # divide by the running std of the discounted return
+    reward_clip: float | None = None  # clip (scaled) rewards to [-reward_clip, reward_clip]
+    rollout_unroll: int = 1  # lax.scan unroll of the rollout loop (speed only)
+
+    def __post_init__(self):
+        name = type(self).__name__
+        check_positive_int(
+            self,
+            "total_timesteps",
+            "num_envs",
+            "num_steps",
+            "num_epochs",
+            "num_minibatches",
+            "rollout_unroll",
+        )
+        batch = self.num_envs * self.num_steps
+        if batch % self.num_minibatches:
+            divisors = [d for d in range(1, min(batch, 64) + 1) if batch % d == 0]
+            fail(
+                name,
+                "num_minibatches",
+                self.num_minibatches,
+                f"must divide num_envs * num_steps = {batch}; e.g. one of {divisors}",
+            )
+        if self.total_timesteps < batch:
+            fail(
+                name,
+                "total_timesteps",
+                self.total_timesteps,
+                f"must be >= num_envs * num_steps = {batch} (one update)",
+            )
+        check_range(self, "learning_rate", 0.0, None, low_open=True)
+        check_range(self, "gamma", 0.0, 1.0)
+        check_range(self, "gae_lambda", 0.0, 1.0)
+        check_range(self, "clip_eps", 0.0, None, low_open=True)
+        check_range(self, "ent_coef", 0.0, None)
+        check_range(self, "vf_coef", 0.0, None)
+        check_range(self, "max_grad_norm", 0.0, None, low_open=True)
+        check_range(self, "adam_eps", 0.0, None, low_open=True)
+        check_range(self, "log_std_init", -20.0, 5.0)
+        if self.reward_clip is not None:
+            check_range(self, "reward_clip", 0.0, None, low_open=True)
+        if not self.hidden_sizes or any(
+            isinstance(h, bool) or not isinstance(h, int) or h <= 0 for h in self.hidden_sizes
+        ):
+            fail(name, "hidden_sizes", self.hidden_sizes, "must be a non-empty tuple of ints > 0")
+        check_choice(self, "activation", ACTIVATIONS)
+        check_choice(self, "policy", ("auto", "discrete", "continuous"))
+        check_choice(self, "action_squash", ("clip", "tanh"))
+        if not is_registered(self.env):
+            fail(name, "env", self.env, f"must be a registered env: {', '.join(registered_envs())}")
+        kind = self.policy_kind()  # raises for an action space the policy cannot handle
+        if self.policy != "auto" and self.policy != kind:
+            fail(name, "policy", self.policy, f"env {self.env!r} needs a {kind} policy")
+
+    def action_space(self) -> spaces.Space:
+        env, params = make(self.env)
+        return spaces.from_gymnax(env.action_space(params))
+
+    def policy_kind(self) -> str:
+        """'discrete' or 'continuous', from the env's action space."""
+        space = self.action_space()
+        if isinstance(space, spaces.Discrete):
+            return "discrete"
+        if isinstance(space, spaces.Box):
+            return "continuous"
+        fail(
+            type(self).__name__,
+            "env",
+            self.env,
+            f"its action space {space!r} is not supported by PPO yet (Discrete or Box only)",
+        )
+
+    @property
+    def batch_size(self) -> int:
+        return self.num_envs * self.num_steps
+
+    @property
+    def num_updates(self) -> int:
+        return self.total_timesteps // self.batch_size
+
+    def hparams(self) -> PPOHParams:
+        return PPOHParams(
+            learning_rate=jnp.float32(self.learning_rate),
+            gamma=jnp.float32(self.gamma),
+            gae_lambda=jnp.float32(self.gae_lambda),
+            clip_eps=jnp.float32(self.clip_eps),
+            ent_coef=jnp.float32(self.ent_coef),
+            vf_coef=jnp.float32(self.vf_coef),
+            max_grad_norm=jnp.float32(self.max_grad_norm),
+        )
+
+
+@struct.dataclass
+class PPOHParams:
+    """Real-valued hyperparameters as device arrays ([] each, or [B] under `vmap`).
+
+    Changing them never recompiles, so `jax.vmap(train)(keys, hparams)` trains a batch of
+    configurations in one call.
+    """
+
+    learning_rate: jnp.ndarray
+    gamma: jnp.ndarray
+    gae_lambda: jnp.ndarray
+    clip_eps: jnp.ndarray
+    ent_coef: jnp.ndarray
+    vf_coef: jnp.ndarray
+    max_grad_norm: jnp.ndarray

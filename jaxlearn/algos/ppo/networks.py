@@ -1,0 +1,87 @@
+"""Actor-critic networks (Flax Linen) for discrete and continuous action spaces.
+
+Parameters are a plain pytree; only `jax.jit`/`vmap`/`scan` touch them. Actor and critic
+are separate MLPs with orthogonal initialisation (gain sqrt(2) hidden, 0.01 policy head,
+1.0 value head), as in CleanRL and PureJaxRL.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+_ACTIVATIONS = {
+    "tanh": nn.tanh,
+    "relu": nn.relu,
+    "gelu": nn.gelu,
+    "silu": nn.silu,
+    "elu": nn.elu,
+}
+
+
+class MLP(nn.Module):
+    """Dense layers with an activation after each; input [..., d_in] -> [..., hidden[-1]]."""
+
+    hidden_sizes: Sequence[int]
+    activation: str = "tanh"
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        act = _ACTIVATIONS[self.activation]
+        for h in self.hidden_sizes:
+            x = nn.Dense(h, kernel_init=nn.initializers.orthogonal(math.sqrt(2.0)))(x)
+            x = act(x)
+        return x
+
+
+class ActorCritic(nn.Module):
+    """Policy head + value head over flattened observations.
+
+    Attributes:
+        action_dim: number of discrete actions, or the continuous action dimension.
+        discrete: categorical logits if True, else a diagonal Gaussian mean and log-std.
+        obs_ndim: rank of one observation; trailing `obs_ndim` axes are flattened.
+
+    `__call__(obs [..., *obs_shape])` returns `(policy_out, value [...])` where `policy_out`
+    is logits `[..., action_dim]` or a tuple `(mean [..., d], log_std [..., d])`.
+    """
+
+    action_dim: int
+    discrete: bool
+    obs_ndim: int = 1
+    hidden_sizes: Sequence[int] = (64, 64)
+    activation: str = "tanh"
+    log_std_init: float = 0.0
+
+    def _flatten(self, obs: jax.Array) -> jax.Array:
+        obs = obs.astype(jnp.float32)
+        lead = obs.shape[: obs.ndim - self.obs_ndim]
+        return obs.reshape(*lead, -1)
+
+    def setup(self):
+        self.actor_torso = MLP(self.hidden_sizes, self.activation)
+        self.critic_torso = MLP(self.hidden_sizes, self.activation)
+        self.policy_head = nn.Dense(
+            self.action_dim, kernel_init=nn.initializers.orthogonal(0.01)
+        )
+        self.value_head = nn.Dense(1, kernel_init=nn.initializers.orthogonal(1.0))
+        if not self.discrete:
+            self.log_std = self.param(
+                "log_std", nn.initializers.constant(self.log_std_init), (self.action_dim,)
+            )
+
+    def policy(self, obs: jax.Array):
+        out = self.policy_head(self.actor_torso(self._flatten(obs)))
+        if self.discrete:
+            return out
+        return out, jnp.broadcast_to(self.log_std, out.shape)
+
+    def value(self, obs: jax.Array) -> jax.Array:
+        return self.value_head(self.critic_torso(self._flatten(obs)))[..., 0]
+
+    def __call__(self, obs: jax.Array):
+        return self.policy(obs), self.value(obs)

@@ -1,0 +1,303 @@
+"""PPO as pure functions: rollout with `lax.scan`, GAE, epochs x minibatches of updates.
+
+`make_train(config)` returns `train(key, hparams=None)`: the whole run as one pure function,
+so `jax.jit(jax.vmap(train))(keys)` trains one agent per key in a single call.
+`make_learner(config)` exposes the same run as `init`/`update` for chunked host loops.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from jaxlearn import distributions as D
+from jaxlearn import spaces
+from jaxlearn.algos.base import Learner, make_train_fn
+from jaxlearn.algos.ppo.config import PPOConfig, PPOHParams
+from jaxlearn.algos.ppo.losses import LossInfo, PPOBatch, gae, ppo_loss
+from jaxlearn.algos.ppo.networks import ActorCritic
+from jaxlearn.envs import make_vec
+
+
+@struct.dataclass
+class PPOState:
+    """Everything a PPO run carries between updates (a plain pytree)."""
+
+    params: Any
+    opt_state: Any
+    env_state: Any
+    obs: jax.Array  # [num_envs, *obs_shape]
+    key: jax.Array
+    update_step: jax.Array  # [] int32 updates done so far
+
+
+class Transition(NamedTuple):
+    """One rollout step for all envs; stacked by the scan to [T, num_envs, ...]."""
+
+    obs: jax.Array
+    action: jax.Array
+    log_prob: jax.Array
+    value: jax.Array
+    reward: jax.Array
+    terminated: jax.Array
+    done: jax.Array
+    final_obs: jax.Array
+    episode_return: jax.Array
+    episode_length: jax.Array
+    episode_done: jax.Array
+
+
+class Policy(NamedTuple):
+    """The network plus how actions are sampled, scored and sent to the env."""
+
+    network: ActorCritic
+    sample: Any  # (key, params, obs) -> (action, log_prob, value)
+    evaluate: Any  # (params, obs, action) -> (log_prob, entropy, value)
+    to_env: Any  # action -> env action (clipped/squashed into the Box)
+    act_greedy: Any  # (params, obs) -> env action (argmax or mean, for evaluation)
+
+
+def make_policy(config: PPOConfig, env: Any, env_params: Any) -> Policy:
+    """Build the actor-critic and its action functions for the env's action space."""
+    space = spaces.from_gymnax(env.action_space(env_params))
+    obs_shape = tuple(env.observation_space(env_params).shape)
+    discrete = isinstance(space, spaces.Discrete)
+    action_dim = space.n if discrete else spaces.flat_dim(space)
+    net = ActorCritic(
+        action_dim=action_dim,
+        discrete=discrete,
+        obs_ndim=len(obs_shape),
+        hidden_sizes=tuple(config.hidden_sizes),
+        activation=config.activation,
+        log_std_init=config.log_std_init,
+    )
+
+    if discrete:
+
+        def sample(key, params, obs):
+            logits, value = net.apply(params, obs)
+            action = D.categorical_sample(key, logits)
+            return action, D.categorical_log_prob(logits, action), value
+
+        def evaluate(params, obs, action):
+            logits, value = net.apply(params, obs)
+            return D.categorical_log_prob(logits, action), D.categorical_entropy(logits), value
+
+        def to_env(action):
+            return action
+
+        def act_greedy(params, obs):
+            return D.categorical_mode(net.apply(params, obs, method=ActorCritic.policy))
+
+        return Policy(net, sample, evaluate, to_env, act_greedy)
+
+    low = jnp.asarray(space.low, jnp.float32)
+    high = jnp.asarray(space.high, jnp.float32)
+    squash = config.action_squash == "tanh"
+
+    def log_prob_of(mean, log_std, u):
+        lp = D.gaussian_log_prob(mean, log_std, u)
+        return lp - D.tanh_log_det_jacobian(u) if squash else lp
+
+    def sample(key, params, obs):
+        (mean, log_std), value = net.apply(params, obs)
+        u = D.gaussian_sample(key, mean, log_std)
+        return u, log_prob_of(mean, log_std, u), value
+
+    def evaluate(params, obs, u):
+        (mean, log_std), value = net.apply(params, obs)
+        # With tanh squashing the entropy has no closed form; the Gaussian's is the usual proxy.
+        return log_prob_of(mean, log_std, u), D.gaussian_entropy(log_std), value
+
+    def to_env(u):
+        if squash:
+            return low + 0.5 * (jnp.tanh(u) + 1.0) * (high - low)
+        return jnp.clip(u, low, high)
+
+    def act_greedy(params, obs):
+        mean, _ = net.apply(params, obs, method=ActorCritic.policy)
+        return to_env(mean)
+
+    return Policy(net, sample, evaluate, to_env, act_greedy)
+
+
+def _adam(config: PPOConfig) -> optax.GradientTransformation:
+    return optax.scale_by_adam(eps=config.adam_eps)
+
+
+def learn(
+    params: Any,
+    opt_state: Any,
+    batch: PPOBatch,
+    key: jax.Array,
+    hparams: PPOHParams,
+    learning_rate: jax.Array,
+    policy: Policy,
+    config: PPOConfig,
+) -> tuple[Any, Any, dict[str, jax.Array]]:
+    """One PPO update: `num_epochs` passes over `batch` in `num_minibatches` shuffled minibatches.
+
+    Args:
+        params, opt_state: network parameters and Adam state.
+        batch: `PPOBatch` of N = num_envs * num_steps transitions (leading axis [N]).
+        key: PRNG key for the shuffles.
+        hparams: `PPOHParams`; `learning_rate` is the (annealed) step size to use now.
+
+    Returns:
+        (params, opt_state, metrics averaged over all minibatch steps).
+    """
+    tx = _adam(config)
+    n = batch.obs.shape[0]
+    mb = n // config.num_minibatches
+
+    def loss_fn(p, b):
+        return ppo_loss(
+            p,
+            b,
+            policy.evaluate,
+            clip_eps=hparams.clip_eps,
+            vf_coef=hparams.vf_coef,
+            ent_coef=hparams.ent_coef,
+            clip_value=config.clip_value,
+            normalize_advantages=config.normalize_advantages,
+        )
+
+    grad_fn = jax.grad(loss_fn, has_aux=True)
+
+    def minibatch_step(carry, b):
+        p, o = carry
+        grads, info = grad_fn(p, b)
+        g_norm = optax.global_norm(grads)
+        scale = jnp.minimum(1.0, hparams.max_grad_norm / (g_norm + 1e-6))
+        grads = jax.tree.map(lambda g: g * scale, grads)
+        updates, o = tx.update(grads, o, p)
+        p = jax.tree.map(lambda x, u: x - learning_rate * u, p, updates)
+        return (p, o), (info, g_norm)
+
+    def epoch(carry, k):
+        perm = jax.random.permutation(k, n)
+        shuffled = jax.tree.map(
+            lambda x: jnp.take(x, perm, axis=0).reshape(config.num_minibatches, mb, *x.shape[1:]),
+            batch,
+        )
+        return jax.lax.scan(minibatch_step, carry, shuffled)
+
+    (params, opt_state), (infos, g_norms) = jax.lax.scan(
+        epoch, (params, opt_state), jax.random.split(key, config.num_epochs)
+    )
+    infos: LossInfo = jax.tree.map(jnp.mean, infos)
+    metrics = {
+        "loss": infos.total,
+        "policy_loss": infos.policy,
+        "value_loss": infos.value,
+        "entropy": infos.entropy,
+        "approx_kl": infos.approx_kl,
+        "clip_fraction": infos.clip_fraction,
+        "grad_norm": jnp.mean(g_norms),
+    }
+    return params, opt_state, metrics
+
+
+def make_learner(config: PPOConfig) -> Learner:
+    """PPO as `init(key, hparams)` / `update(state, hparams)` over a `PPOState`."""
+    env, env_params = make_vec(
+        config.env,
+        config.num_envs,
+        normalize_observations=config.normalize_observations,
+        normalize_rewards=config.normalize_rewards,
+        gamma=config.gamma,
+        reward_clip=config.reward_clip,
+    )
+    policy = make_policy(config, env, env_params)
+    tx = _adam(config)
+    num_updates = config.num_updates
+
+    def init(key: jax.Array, hparams: PPOHParams) -> PPOState:
+        del hparams  # nothing in the initial state depends on them
+        k_net, k_env, k_run = jax.random.split(key, 3)
+        obs, env_state = env.reset(k_env, env_params)
+        params = policy.network.init(k_net, obs[:1])
+        return PPOState(params, tx.init(params), env_state, obs, k_run, jnp.int32(0))
+
+    def rollout_step(carry, _):
+        params, env_state, obs, key = carry
+        key, k_act, k_env = jax.random.split(key, 3)
+        action, log_prob, value = policy.sample(k_act, params, obs)
+        next_obs, env_state, reward, terminated, truncated, info = env.step(
+            k_env, env_state, policy.to_env(action), env_params
+        )
+        tr = Transition(
+            obs=obs,
+            action=action,
+            log_prob=log_prob,
+            value=value,
+            reward=reward.astype(jnp.float32),
+            terminated=terminated,
+            done=jnp.logical_or(terminated, truncated),
+            final_obs=info["final_observation"],
+            episode_return=info["episode_return"],
+            episode_length=info["episode_length"],
+            episode_done=info["episode_done"],
+        )
+        return (params, env_state, next_obs, key), tr
+
+    def update(state: PPOState, hparams: PPOHParams) -> tuple[PPOState, dict[str, jax.Array]]:
+        key, k_roll, k_learn = jax.random.split(state.key, 3)
+        (_, env_state, obs, _), traj = jax.lax.scan(
+            rollout_step,
+            (state.params, state.env_state, state.obs, k_roll),
+            None,
+            config.num_steps,
+            unroll=config.rollout_unroll,
+        )
+        # V of the observation each step led to (pre-reset), in one batched pass.
+        next_values = policy.network.apply(state.params, traj.final_obs, method=ActorCritic.value)
+        advantages, targets = gae(
+            traj.reward,
+            traj.value,
+            next_values,
+            traj.terminated,
+            traj.done,
+            hparams.gamma,
+            hparams.gae_lambda,
+        )
+        flat = lambda x: x.reshape(-1, *x.shape[2:])
+        batch = PPOBatch(
+            obs=flat(traj.obs),
+            action=flat(traj.action),
+            log_prob=flat(traj.log_prob),
+            value=flat(traj.value),
+            advantage=flat(advantages),
+            target=flat(targets),
+        )
+        if config.anneal_lr:
+            frac = 1.0 - state.update_step.astype(jnp.float32) / num_updates
+            lr = hparams.learning_rate * frac
+        else:
+            lr = hparams.learning_rate
+        params, opt_state, metrics = learn(
+            state.params, state.opt_state, batch, k_learn, hparams, lr, policy, config
+        )
+        ep_done = traj.episode_done.astype(jnp.float32)
+        metrics.update(
+            episode_return_sum=jnp.sum(traj.episode_return * ep_done),
+            episode_length_sum=jnp.sum(traj.episode_length * ep_done),
+            episode_count=jnp.sum(ep_done),
+            learning_rate=lr,
+        )
+        new_state = PPOState(params, opt_state, env_state, obs, key, state.update_step + 1)
+        return new_state, metrics
+
+    return Learner(init, update, num_updates, config.batch_size, config.hparams())
+
+
+def make_train(config: PPOConfig):
+    """`train(key, hparams=None) -> (PPOState, metrics)`: the whole PPO run, pure and jittable.
+
+    `metrics` is a dict of arrays with a leading `[num_updates]` axis.
+    """
+    return make_train_fn(make_learner(config))
