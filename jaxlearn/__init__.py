@@ -1,9 +1,9 @@
 """jaxlearn: vectorised reinforcement learning in JAX, end to end inside one jit.
 
-    import jax, jaxlearn
-    env, params = jaxlearn.make("CartPole-v1")
-    train = jax.jit(jax.vmap(jaxlearn.ppo.make_train(jaxlearn.ppo.PPOConfig())))
-    state, metrics = train(jax.random.split(jax.random.key(0), 8))
+import jax, jaxlearn
+env, params = jaxlearn.make("CartPole-v1")
+train = jax.jit(jax.vmap(jaxlearn.ppo.make_train(jaxlearn.ppo.PPOConfig())))
+state, metrics = train(jax.random.split(jax.random.key(0), 8))
 """
 
 from jaxlearn import algos, distributions, envs, spaces

@@ -53,5 +53,5 @@ def gaussian_entropy(log_std: jax.Array) -> jax.Array:
 
 
 def tanh_log_det_jacobian(pre_tanh: jax.Array) -> jax.Array:
-    """log |d tanh(u)/du| summed over the event axis, computed stably: 2(log2 - u - softplus(-2u))."""
+    """log |d tanh(u)/du| summed over the event axis, as 2(log2 - u - softplus(-2u)) (stable)."""
     return jnp.sum(2.0 * (math.log(2.0) - pre_tanh - jax.nn.softplus(-2.0 * pre_tanh)), axis=-1)

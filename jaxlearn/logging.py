@@ -52,9 +52,7 @@ class MetricLogger:
         """Log a chunk of `[num_seeds, K]` metrics whose first update ends at `first_step + spu`."""
         k = metrics["episode_count"].shape[1]
         ret, length = episode_means(metrics, axis=0)  # [K]
-        others = {
-            key: v.mean(axis=0) for key, v in metrics.items() if key not in _EPISODE_KEYS
-        }
+        others = {key: v.mean(axis=0) for key, v in metrics.items() if key not in _EPISODE_KEYS}
         for i in range(k):
             step = first_step + (i + 1) * steps_per_update
             if not np.isnan(ret[i]):

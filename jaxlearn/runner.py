@@ -194,8 +194,9 @@ def run(
             env_steps = done_updates * steps_per_update
             ret = _mean_return(metrics)
             sps = run_cfg.num_seeds * active * steps_per_update / max(dt, 1e-9)
+            total = num_updates * steps_per_update
             log(
-                f"  chunk {c + 1}/{num_calls}  step {env_steps:,}/{num_updates * steps_per_update:,}"
+                f"  chunk {c + 1}/{num_calls}  step {env_steps:,}/{total:,}"
                 f"  {sps:,.0f} steps/s  return {ret:.2f}"
             )
     finally:
@@ -223,9 +224,10 @@ def run(
     with open(os.path.join(run_dir, "metrics.json"), "w") as f:
         json.dump(summary, f, indent=2)
     plot_learning_curve(
-        stacked, steps_per_update, os.path.join(run_dir, "learning_curve.png"), title=(
-            f"{run_cfg.algo.upper()} on {algo_cfg.env} ({run_cfg.num_seeds} seed(s))"
-        )
+        stacked,
+        steps_per_update,
+        os.path.join(run_dir, "learning_curve.png"),
+        title=(f"{run_cfg.algo.upper()} on {algo_cfg.env} ({run_cfg.num_seeds} seed(s))"),
     )
     log(
         f"[{run_cfg.algo} {algo_cfg.env}] done: final return {summary['final_return_mean']:.2f} "

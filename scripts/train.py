@@ -27,7 +27,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--total-timesteps", type=int, help="env steps per seed")
     p.add_argument("--seed", type=int, help="base random seed")
     p.add_argument("--out", metavar="RUN_DIR", help="run folder to create (must not exist)")
-    p.add_argument("--config", metavar="FILE", help="YAML config, e.g. experiments/ppo_cartpole.yaml")
+    p.add_argument("--config", metavar="FILE", help="YAML, e.g. experiments/ppo_cartpole.yaml")
     p.add_argument(
         "--set",
         metavar="FIELD=VALUE",
@@ -65,8 +65,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     summary = run(run_cfg, algo_cfg, out=args.out)
-    print(json.dumps({k: summary[k] for k in ("final_return_mean", "env_steps_per_second",
-                                               "compile_seconds", "run_dir")}))
+    print(
+        json.dumps(
+            {
+                k: summary[k]
+                for k in ("final_return_mean", "env_steps_per_second", "compile_seconds", "run_dir")
+            }
+        )
+    )
     return 0
 
 

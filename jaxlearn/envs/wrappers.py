@@ -275,7 +275,5 @@ class ClipReward(Wrapper):
         self.high = high
 
     def step(self, key, state, action, params):
-        obs, state, reward, terminated, truncated, info = self._env.step(
-            key, state, action, params
-        )
+        obs, state, reward, terminated, truncated, info = self._env.step(key, state, action, params)
         return obs, state, jnp.clip(reward, self.low, self.high), terminated, truncated, info

@@ -65,9 +65,7 @@ class ActorCritic(nn.Module):
     def setup(self):
         self.actor_torso = MLP(self.hidden_sizes, self.activation)
         self.critic_torso = MLP(self.hidden_sizes, self.activation)
-        self.policy_head = nn.Dense(
-            self.action_dim, kernel_init=nn.initializers.orthogonal(0.01)
-        )
+        self.policy_head = nn.Dense(self.action_dim, kernel_init=nn.initializers.orthogonal(0.01))
         self.value_head = nn.Dense(1, kernel_init=nn.initializers.orthogonal(1.0))
         if not self.discrete:
             self.log_std = self.param(
