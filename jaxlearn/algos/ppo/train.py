@@ -171,7 +171,7 @@ def learn(
     def minibatch_step(carry, b):
         p, o = carry
         grads, info = grad_fn(p, b)
-        g_norm = optax.global_norm(grads)
+        g_norm = optax.tree.norm(grads)
         scale = jnp.minimum(1.0, hparams.max_grad_norm / (g_norm + 1e-6))
         grads = jax.tree.map(lambda g: g * scale, grads)
         updates, o = tx.update(grads, o, p)
