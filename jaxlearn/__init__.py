@@ -6,10 +6,14 @@ train = jax.jit(jax.vmap(jaxlearn.ppo.make_train(jaxlearn.ppo.PPOConfig())))
 state, metrics = train(jax.random.split(jax.random.key(0), 8))
 """
 
-from jaxlearn import algos, distributions, envs, spaces
-from jaxlearn.algos import ppo
-from jaxlearn.algos.base import Learner
-from jaxlearn.envs import make, make_vec, register, registered_envs
+from jaxlearn._runtime import configure_xla_cpu
+
+configure_xla_cpu()  # before any backend exists: avoids an XLA CPU thread-pool deadlock
+
+from jaxlearn import algos, distributions, envs, spaces  # noqa: E402
+from jaxlearn.algos import ppo  # noqa: E402
+from jaxlearn.algos.base import Learner  # noqa: E402
+from jaxlearn.envs import make, make_vec, register, registered_envs  # noqa: E402
 
 __version__ = "0.1.0"
 

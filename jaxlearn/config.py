@@ -111,14 +111,20 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if isinstance(value, float) and value.is_integer():
             return int(value)
         if isinstance(value, str):
-            f = float(value.replace("_", ""))
-            if f.is_integer():
+            try:
+                f = float(value.replace("_", ""))
+            except ValueError:
+                f = None
+            if f is not None and f.is_integer():
                 return int(f)
         raise ValueError(f"{where}: {value!r} is not an integer")
     if tp is float:
-        if isinstance(value, bool):
-            raise ValueError(f"{where}: {value!r} is not a number")
-        return float(value)
+        try:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{where}: {value!r} is not a number") from None
     if tp is str:
         if not isinstance(value, str):
             raise ValueError(f"{where}: {value!r} is not a string")
