@@ -15,8 +15,7 @@ from jaxlearn.config import (
     fail,
 )
 from jaxlearn.envs import is_registered, make, registered_envs
-
-ACTIVATIONS = ("tanh", "relu", "gelu", "silu", "elu")
+from jaxlearn.networks import ACTIVATIONS
 
 
 @dataclasses.dataclass(frozen=True)

@@ -7,35 +7,13 @@ are separate MLPs with orthogonal initialisation (gain sqrt(2) hidden, 0.01 poli
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-_ACTIVATIONS = {
-    "tanh": nn.tanh,
-    "relu": nn.relu,
-    "gelu": nn.gelu,
-    "silu": nn.silu,
-    "elu": nn.elu,
-}
-
-
-class MLP(nn.Module):
-    """Dense layers with an activation after each; input [..., d_in] -> [..., hidden[-1]]."""
-
-    hidden_sizes: Sequence[int]
-    activation: str = "tanh"
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        act = _ACTIVATIONS[self.activation]
-        for h in self.hidden_sizes:
-            x = nn.Dense(h, kernel_init=nn.initializers.orthogonal(math.sqrt(2.0)))(x)
-            x = act(x)
-        return x
+from jaxlearn.networks import MLP, flatten_obs
 
 
 class ActorCritic(nn.Module):
@@ -58,9 +36,7 @@ class ActorCritic(nn.Module):
     log_std_init: float = 0.0
 
     def _flatten(self, obs: jax.Array) -> jax.Array:
-        obs = obs.astype(jnp.float32)
-        lead = obs.shape[: obs.ndim - self.obs_ndim]
-        return obs.reshape(*lead, -1)
+        return flatten_obs(obs, self.obs_ndim)
 
     def setup(self):
         self.actor_torso = MLP(self.hidden_sizes, self.activation)
