@@ -1,0 +1,221 @@
+"""DQN configuration (static, validated at construction) and hyperparameters as data."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax.numpy as jnp
+from flax import struct
+
+from jaxlearn import spaces
+from jaxlearn.config import (
+    check_choice,
+    check_nonnegative_int,
+    check_positive_int,
+    check_range,
+    fail,
+)
+from jaxlearn.envs import is_registered, make, registered_envs
+
+ACTIVATIONS = ("relu", "tanh", "gelu", "silu", "elu")
+LOSSES = ("huber", "mse")
+EPSILON_SCHEDULES = ("linear", "exponential")
+
+
+@dataclasses.dataclass(frozen=True)
+class DQNConfig:
+    """Everything that defines a DQN run. Defaults are CleanRL's CartPole settings (dqn.py).
+
+    Steps are env steps per seed, counted over all envs. One update (one `Learner.update`)
+    steps every env `train_frequency // num_envs` times, adds those `train_frequency`
+    transitions to the replay buffer, then takes `gradient_steps` gradient steps (masked out
+    until `learning_starts` env steps are collected). The target network moves towards the
+    online one, `target <- tau * online + (1 - tau) * target`, every `target_update_period`
+    env steps (tau = 1: hard copies).
+
+    Sizes (`num_envs`, `buffer_size`, `batch_size`, `n_step`, `hidden_sizes`, ...) fix array
+    shapes; the real-valued fields listed in `DQNHParams` can also be passed as arrays to
+    `train`. The prioritized-replay exponents are build-time constants of the buffer.
+    """
+
+    env: str = "CartPole-v1"
+    total_timesteps: int = 500_000  # env steps per seed (over all envs)
+    num_envs: int = 1
+    buffer_size: int = 10_000  # transitions kept (over all envs)
+    batch_size: int = 128
+    learning_rate: float = 2.5e-4
+    gamma: float = 0.99
+    target_update_period: int = 500  # env steps between target updates
+    tau: float = 1.0  # Polyak factor of a target update; 1.0 copies the online network
+    learning_starts: int = 10_000  # env steps collected before the first gradient step
+    train_frequency: int = 10  # env steps (over all envs) per update
+    gradient_steps: int = 1  # gradient steps per update
+    double_dqn: bool = False
+    n_step: int = 1
+    loss: str = "mse"  # huber | mse (both 0.5 * td^2 near zero)
+    max_grad_norm: float = 10.0  # global-norm clip; .inf disables it
+    adam_eps: float = 1e-8
+    hidden_sizes: tuple[int, ...] = (120, 84)
+    activation: str = "relu"
+    epsilon_schedule: str = "linear"  # linear (in env steps) | exponential (per episode)
+    epsilon_start: float = 1.0
+    epsilon_end: float = 0.05
+    exploration_fraction: float = 0.5  # linear: fraction of total_timesteps to reach the end
+    epsilon_decay: float = 0.995  # exponential: factor per finished episode
+    prioritized: bool = False
+    per_alpha: float = 0.6
+    per_beta_start: float = 0.4
+    per_beta_end: float = 1.0  # reached at the last gradient step
+    per_eps: float = 1e-6
+    rollout_unroll: int = 1  # lax.scan unroll of the env-step loop (speed only)
+
+    def __post_init__(self):
+        name = type(self).__name__
+        check_positive_int(
+            self,
+            "total_timesteps",
+            "num_envs",
+            "buffer_size",
+            "batch_size",
+            "target_update_period",
+            "train_frequency",
+            "gradient_steps",
+            "n_step",
+            "rollout_unroll",
+        )
+        check_nonnegative_int(self, "learning_starts")
+        if self.batch_size > self.buffer_size:
+            fail(name, "batch_size", self.batch_size, f"must be <= buffer_size={self.buffer_size}")
+        if self.train_frequency % self.num_envs:
+            fail(
+                name,
+                "train_frequency",
+                self.train_frequency,
+                f"must be a multiple of num_envs={self.num_envs}: one update steps all "
+                f"{self.num_envs} envs train_frequency / num_envs times",
+            )
+        if self.train_frequency > self.buffer_size:
+            fail(
+                name,
+                "train_frequency",
+                self.train_frequency,
+                f"must be <= buffer_size={self.buffer_size}: one update adds train_frequency "
+                "transitions to the buffer",
+            )
+        if self.target_update_period % self.train_frequency:
+            fail(
+                name,
+                "target_update_period",
+                self.target_update_period,
+                f"must be a multiple of train_frequency={self.train_frequency}: the target "
+                "network is updated between updates",
+            )
+        if self.total_timesteps < self.train_frequency:
+            fail(
+                name,
+                "total_timesteps",
+                self.total_timesteps,
+                f"must be >= train_frequency={self.train_frequency} (one update)",
+            )
+        if self.learning_starts > self.total_timesteps:
+            fail(
+                name,
+                "learning_starts",
+                self.learning_starts,
+                f"must be <= total_timesteps={self.total_timesteps}, or nothing is learned",
+            )
+        check_range(self, "learning_rate", 0.0, None, low_open=True)
+        check_range(self, "gamma", 0.0, 1.0)
+        check_range(self, "tau", 0.0, 1.0, low_open=True)
+        check_range(self, "max_grad_norm", 0.0, None, low_open=True)
+        check_range(self, "adam_eps", 0.0, None, low_open=True)
+        check_range(self, "epsilon_start", 0.0, 1.0)
+        check_range(self, "epsilon_end", 0.0, 1.0)
+        check_range(self, "exploration_fraction", 0.0, 1.0, low_open=True)
+        check_range(self, "epsilon_decay", 0.0, 1.0, low_open=True)
+        check_range(self, "per_alpha", 0.0, None)
+        check_range(self, "per_beta_start", 0.0, 1.0)
+        check_range(self, "per_beta_end", 0.0, 1.0)
+        check_range(self, "per_eps", 0.0, None, low_open=True)
+        if not math.isfinite(self.per_eps):
+            fail(name, "per_eps", self.per_eps, "must be finite")
+        if not self.hidden_sizes or any(
+            isinstance(h, bool) or not isinstance(h, int) or h <= 0 for h in self.hidden_sizes
+        ):
+            fail(name, "hidden_sizes", self.hidden_sizes, "must be a non-empty tuple of ints > 0")
+        check_choice(self, "activation", ACTIVATIONS)
+        check_choice(self, "loss", LOSSES)
+        check_choice(self, "epsilon_schedule", EPSILON_SCHEDULES)
+        for f in ("double_dqn", "prioritized"):
+            if not isinstance(getattr(self, f), bool):
+                fail(name, f, getattr(self, f), "must be a bool (true/false)")
+        if not is_registered(self.env):
+            fail(name, "env", self.env, f"must be a registered env: {', '.join(registered_envs())}")
+        space = self.action_space()
+        if not isinstance(space, spaces.Discrete):
+            fail(
+                name,
+                "env",
+                self.env,
+                f"DQN needs a Discrete action space, but this env's is {space!r}",
+            )
+
+    def action_space(self) -> spaces.Space:
+        env, params = make(self.env)
+        return spaces.from_gymnax(env.action_space(params))
+
+    @property
+    def steps_per_env(self) -> int:
+        """Vectorised env steps per update."""
+        return self.train_frequency // self.num_envs
+
+    @property
+    def num_updates(self) -> int:
+        return self.total_timesteps // self.train_frequency
+
+    @property
+    def target_update_every(self) -> int:
+        """Updates between target-network updates."""
+        return self.target_update_period // self.train_frequency
+
+    @property
+    def first_learning_update(self) -> int:
+        """Index of the first update that takes gradient steps (its rollout reaches
+        `learning_starts` env steps)."""
+        return max(0, -(-self.learning_starts // self.train_frequency) - 1)
+
+    @property
+    def num_learning_steps(self) -> int:
+        """Gradient steps actually applied over the run (before the buffer-size mask)."""
+        return max(1, (self.num_updates - self.first_learning_update) * self.gradient_steps)
+
+    def hparams(self) -> DQNHParams:
+        return DQNHParams(
+            learning_rate=jnp.float32(self.learning_rate),
+            gamma=jnp.float32(self.gamma),
+            tau=jnp.float32(self.tau),
+            max_grad_norm=jnp.float32(self.max_grad_norm),
+            epsilon_start=jnp.float32(self.epsilon_start),
+            epsilon_end=jnp.float32(self.epsilon_end),
+            exploration_fraction=jnp.float32(self.exploration_fraction),
+            epsilon_decay=jnp.float32(self.epsilon_decay),
+        )
+
+
+@struct.dataclass
+class DQNHParams:
+    """Real-valued hyperparameters as device arrays ([] each, or [B] under `vmap`).
+
+    Changing them never recompiles, so `jax.vmap(train)(keys, hparams)` trains a batch of
+    configurations in one call.
+    """
+
+    learning_rate: jnp.ndarray
+    gamma: jnp.ndarray
+    tau: jnp.ndarray  # Polyak factor of each target update (1.0: hard copy)
+    max_grad_norm: jnp.ndarray
+    epsilon_start: jnp.ndarray
+    epsilon_end: jnp.ndarray
+    exploration_fraction: jnp.ndarray  # linear schedule only
+    epsilon_decay: jnp.ndarray  # exponential schedule only

@@ -1,0 +1,46 @@
+"""Q-network (Flax Linen).
+
+Parameters are a plain pytree; only `jax.jit`/`vmap`/`scan` touch them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+_ACTIVATIONS = {
+    "tanh": nn.tanh,
+    "relu": nn.relu,
+    "gelu": nn.gelu,
+    "silu": nn.silu,
+    "elu": nn.elu,
+}
+
+
+class QNetwork(nn.Module):
+    """MLP from a flattened observation to one Q-value per action.
+
+    Attributes:
+        action_dim: number of discrete actions `A`.
+        obs_ndim: rank of one observation; its trailing `obs_ndim` axes are flattened, so
+            any observation shape works (vectors, MinAtar's `[10, 10, C]` grids, ...).
+
+    `__call__(obs [..., *obs_shape]) -> q [..., A]` float32.
+    """
+
+    action_dim: int
+    obs_ndim: int = 1
+    hidden_sizes: Sequence[int] = (120, 84)
+    activation: str = "relu"
+
+    @nn.compact
+    def __call__(self, obs: jax.Array) -> jax.Array:
+        x = obs.astype(jnp.float32)
+        x = x.reshape(*x.shape[: x.ndim - self.obs_ndim], -1)
+        act = _ACTIVATIONS[self.activation]
+        for h in self.hidden_sizes:
+            x = act(nn.Dense(h)(x))
+        return nn.Dense(self.action_dim)(x)

@@ -1,0 +1,379 @@
+"""DQN as pure functions: epsilon-greedy rollout with `lax.scan`, replay, masked learning.
+
+One update (`Learner.update`) is a fixed amount of work, so the scan over updates has a
+static body and vmapped seeds share every kernel:
+
+1. `train_frequency // num_envs` vectorised env steps with epsilon-greedy actions; every
+   step is pushed through the n-step window (`nstep.py`), which emits one finished n-step
+   transition per env;
+2. the `train_frequency` emitted transitions are added to the replay buffer in one write;
+3. `gradient_steps` gradient steps, each on a freshly sampled batch (prioritized replay:
+   importance-weighted loss, then `update_priorities` with |TD error|). Before
+   `learning_starts` env steps they are computed and discarded with `jnp.where`, not
+   skipped with Python or `lax.cond` control flow;
+4. every `target_update_period` env steps, `target <- tau * online + (1 - tau) * target`.
+
+`make_train(config)` returns `train(key, hparams=None)`: the whole run as one pure function,
+so `jax.jit(jax.vmap(train))(keys)` trains one agent per key in a single call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from jaxlearn import spaces
+from jaxlearn.algos.base import Learner, make_train_fn
+from jaxlearn.algos.dqn.config import DQNConfig, DQNHParams
+from jaxlearn.algos.dqn.exploration import (
+    epsilon_greedy,
+    epsilon_greedy_with_noise,
+    exploration_noise,
+    exponential_epsilon,
+    linear_epsilon,
+)
+from jaxlearn.algos.dqn.losses import double_q_target, dqn_loss, q_learning_target
+from jaxlearn.algos.dqn.networks import QNetwork
+from jaxlearn.algos.dqn.nstep import NStepWindow, Step, Transition, window_init, window_push
+from jaxlearn.buffers import prioritized_buffer, uniform_buffer
+from jaxlearn.envs import make_vec
+
+
+@struct.dataclass
+class DQNState:
+    """Everything a DQN run carries between updates (a plain pytree)."""
+
+    params: Any  # online Q-network
+    target_params: Any
+    opt_state: Any
+    buffer: Any  # BufferState or PrioritizedBufferState of `Transition`s
+    env_state: Any
+    obs: jax.Array  # [num_envs, *obs_shape]
+    window: NStepWindow  # each env's last n_step - 1 steps
+    key: jax.Array
+    update_step: jax.Array  # [] int32 updates done so far
+    episodes: jax.Array  # [] int32 episodes finished so far (exponential epsilon)
+
+
+class Agent(NamedTuple):
+    """The Q-network plus how it acts."""
+
+    network: QNetwork
+    q_values: Callable[[Any, jax.Array], jax.Array]  # (params, obs [B, ...]) -> [B, A]
+    select_action: Callable[..., jax.Array]  # (key, params, obs [B, ...], epsilon) -> [B]
+    greedy_action: Callable[[Any, jax.Array], jax.Array]  # (params, obs [B, ...]) -> [B]
+
+
+def make_agent(config: DQNConfig, env: Any, env_params: Any) -> Agent:
+    """Build the Q-network for the env's (Discrete) action space and its action functions."""
+    space = spaces.from_gymnax(env.action_space(env_params))
+    if not isinstance(space, spaces.Discrete):
+        raise ValueError(f"DQN needs a Discrete action space, got {space!r}")
+    obs_shape = tuple(env.observation_space(env_params).shape)
+    network = QNetwork(
+        action_dim=space.n,
+        obs_ndim=len(obs_shape),
+        hidden_sizes=tuple(config.hidden_sizes),
+        activation=config.activation,
+    )
+
+    def q_values(params, obs):
+        return network.apply(params, obs)
+
+    def select_action(key, params, obs, epsilon):
+        """Epsilon-greedy: obs [B, *obs_shape], epsilon [] or [B] -> actions [B] int32."""
+        return epsilon_greedy(key, q_values(params, obs), epsilon)
+
+    def greedy_action(params, obs):
+        return jnp.argmax(q_values(params, obs), axis=-1).astype(jnp.int32)
+
+    return Agent(network, q_values, select_action, greedy_action)
+
+
+def make_optimizer(config: DQNConfig) -> optax.GradientTransformation:
+    """Adam's direction only: clipping and the learning rate come from `DQNHParams`."""
+    return optax.scale_by_adam(eps=config.adam_eps)
+
+
+def make_replay(config: DQNConfig):
+    """The replay buffer of `Transition`s: uniform, or prioritized when `config.prioritized`."""
+    if config.prioritized:
+        return prioritized_buffer(
+            capacity=config.buffer_size,
+            sample_batch_size=config.batch_size,
+            alpha=config.per_alpha,
+            beta_start=config.per_beta_start,
+            beta_end=config.per_beta_end,
+            beta_steps=config.num_learning_steps,
+            eps=config.per_eps,
+            add_batch_size=config.train_frequency,
+        )
+    return uniform_buffer(
+        capacity=config.buffer_size,
+        sample_batch_size=config.batch_size,
+        add_batch_size=config.train_frequency,
+    )
+
+
+def epsilon_at(
+    config: DQNConfig, hparams: DQNHParams, env_step: jax.Array, episodes: jax.Array
+) -> jax.Array:
+    """[] epsilon of the configured schedule after `env_step` env steps and `episodes`
+    finished episodes (both counted over all envs of one seed)."""
+    if config.epsilon_schedule == "linear":
+        return linear_epsilon(
+            env_step,
+            config.total_timesteps,
+            hparams.epsilon_start,
+            hparams.epsilon_end,
+            hparams.exploration_fraction,
+        )
+    return exponential_epsilon(
+        episodes, hparams.epsilon_start, hparams.epsilon_end, hparams.epsilon_decay
+    )
+
+
+def update(
+    params: Any,
+    target_params: Any,
+    opt_state: Any,
+    batch: Transition,
+    weights: jax.Array,
+    hparams: DQNHParams,
+    q_values: Callable[[Any, jax.Array], jax.Array],
+    tx: optax.GradientTransformation,
+    *,
+    double_dqn: bool = False,
+    loss: str = "mse",
+) -> tuple[Any, Any, jax.Array, dict[str, jax.Array]]:
+    """One gradient step of DQN on a sampled batch.
+
+    Args:
+        params, target_params: online and target Q-network parameters.
+        opt_state: state of `tx` (Adam moments).
+        batch: `Transition` with leaves [B, ...]; target = reward + discount * V(next_obs).
+        weights: [B] per-sample loss weights (importance weights, 0 for padding).
+        hparams: `DQNHParams`; uses `learning_rate` and `max_grad_norm`.
+        q_values: `(params, obs [B, ...]) -> [B, A]`.
+        tx: the direction transformation (`make_optimizer`).
+        double_dqn: evaluate the online network's argmax with the target network.
+        loss: `huber` or `mse`.
+
+    Returns:
+        (params, opt_state, td_error [B], metrics of scalars: loss, q_mean, td_abs_mean,
+        grad_norm).
+    """
+    q_next_target = q_values(target_params, batch.next_obs)
+    if double_dqn:
+        next_value = double_q_target(q_values(params, batch.next_obs), q_next_target)
+    else:
+        next_value = q_learning_target(q_next_target)
+    targets = batch.reward + batch.discount * next_value
+    (loss_value, info), grads = jax.value_and_grad(dqn_loss, has_aux=True)(
+        params, q_values, batch.obs, batch.action, targets, weights, loss
+    )
+    g_norm = optax.tree.norm(grads)
+    scale = jnp.minimum(1.0, hparams.max_grad_norm / (g_norm + 1e-6))
+    grads = jax.tree.map(lambda g: g * scale, grads)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    params = jax.tree.map(lambda p, u: p - hparams.learning_rate * u, params, updates)
+    valid = batch.valid.astype(jnp.float32)
+    num_valid = jnp.maximum(jnp.sum(valid), 1.0)
+    metrics = {
+        "loss": loss_value,
+        "q_mean": jnp.sum(info.q_selected * valid) / num_valid,
+        "td_abs_mean": jnp.sum(jnp.abs(info.td_error) * valid) / num_valid,
+        "grad_norm": g_norm,
+    }
+    return params, opt_state, info.td_error, metrics
+
+
+def _where(pred: jax.Array, on_true: Any, on_false: Any) -> Any:
+    return jax.tree.map(lambda a, b: jnp.where(pred, a, b), on_true, on_false)
+
+
+def make_learner(config: DQNConfig) -> Learner:
+    """DQN as `init(key, hparams)` / `update(state, hparams)` over a `DQNState`."""
+    env, env_params = make_vec(config.env, config.num_envs)
+    agent = make_agent(config, env, env_params)
+    tx = make_optimizer(config)
+    buffer = make_replay(config)
+    obs_space = env.observation_space(env_params)
+    obs_shape = tuple(obs_space.shape)
+    obs_dtype = jax.dtypes.canonicalize_dtype(obs_space.dtype)
+    num_envs = config.num_envs
+    steps_per_env = config.steps_per_env
+    first_learning_update = config.first_learning_update
+    num_actions = agent.network.action_dim
+
+    def init(key: jax.Array, hparams: DQNHParams) -> DQNState:
+        del hparams  # nothing in the initial state depends on them
+        k_net, k_env, k_run = jax.random.split(key, 3)
+        obs, env_state = env.reset(k_env, env_params)
+        params = agent.network.init(k_net, obs[:1])
+        no = jnp.zeros((num_envs,), bool)
+        example_step = Step(
+            obs, jnp.zeros((num_envs,), jnp.int32), jnp.zeros((num_envs,)), no, no, obs
+        )
+        item = jax.ShapeDtypeStruct(obs_shape, obs_dtype)
+        example_item = Transition(
+            obs=item,
+            action=jnp.int32(0),
+            reward=jnp.float32(0.0),
+            discount=jnp.float32(0.0),
+            next_obs=item,
+            valid=jnp.bool_(False),
+        )
+        return DQNState(
+            params=params,
+            target_params=params,
+            opt_state=tx.init(params),
+            buffer=buffer.init(example_item),
+            env_state=env_state,
+            obs=obs,
+            window=window_init(example_step, config.n_step),
+            key=k_run,
+            update_step=jnp.int32(0),
+            episodes=jnp.int32(0),
+        )
+
+    def rollout(state: DQNState, hparams: DQNHParams, k_noise: jax.Array, env_keys: jax.Array):
+        first_env_step = state.update_step * config.train_frequency
+
+        def env_step(carry, xs):
+            env_state, obs, window, episodes, ep_stats = carry
+            i, k_env, noise = xs
+            epsilon = epsilon_at(config, hparams, first_env_step + i * num_envs, episodes)
+            q = agent.q_values(state.params, obs)
+            action = epsilon_greedy_with_noise(q, epsilon, noise)
+            next_obs, env_state, reward, terminated, truncated, info = env.step(
+                k_env, env_state, action, env_params
+            )
+            step = Step(
+                obs=obs,
+                action=action,
+                reward=reward.astype(jnp.float32),
+                terminated=terminated,
+                truncated=truncated,
+                next_obs=info["final_observation"],
+            )
+            window, transition = window_push(window, step, hparams.gamma)
+            ep_done = info["episode_done"]
+            ep_stats = (
+                ep_stats[0] + jnp.sum(jnp.where(ep_done, info["episode_return"], 0.0)),
+                ep_stats[1] + jnp.sum(jnp.where(ep_done, info["episode_length"], 0)),
+                ep_stats[2] + jnp.sum(ep_done.astype(jnp.int32)),
+            )
+            episodes = episodes + jnp.sum(ep_done.astype(jnp.int32))
+            return (env_state, next_obs, window, episodes, ep_stats), (transition, epsilon)
+
+        noise = exploration_noise(k_noise, (steps_per_env, num_envs), num_actions)
+        xs = (jnp.arange(steps_per_env), env_keys, noise)
+        zero_stats = (jnp.float32(0.0), jnp.int32(0), jnp.int32(0))
+        carry = (state.env_state, state.obs, state.window, state.episodes, zero_stats)
+        carry, (transitions, epsilons) = jax.lax.scan(
+            env_step, carry, xs, unroll=config.rollout_unroll
+        )
+        # [steps_per_env, num_envs, ...] -> [train_frequency, ...]
+        transitions = jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), transitions)
+        return carry, transitions, epsilons[-1]
+
+    def learn(state: DQNState, buffer_state: Any, hparams: DQNHParams, keys: jax.Array):
+        do_learn = (state.update_step >= first_learning_update) & buffer.can_sample(buffer_state)
+
+        def gradient_step(carry, k):
+            params, opt_state, buf = carry
+            sample = buffer.sample(buf, k)
+            batch: Transition = sample.experience
+            weights = batch.valid.astype(jnp.float32)
+            if config.prioritized:
+                weights = weights * sample.weights
+            new_params, new_opt_state, td_error, metrics = update(
+                params,
+                state.target_params,
+                opt_state,
+                batch,
+                weights,
+                hparams,
+                agent.q_values,
+                tx,
+                double_dqn=config.double_dqn,
+                loss=config.loss,
+            )
+            params = _where(do_learn, new_params, params)
+            opt_state = _where(do_learn, new_opt_state, opt_state)
+            if config.prioritized:
+                priorities = jnp.where(batch.valid, jnp.abs(td_error), 0.0)
+                new_buf = buffer.update_priorities(buf, sample.indices, priorities)
+                # Only the sum-tree fields change: never select over the stored items.
+                buf = buf.replace(
+                    tree=jnp.where(do_learn, new_buf.tree, buf.tree),
+                    max_priority=jnp.where(do_learn, new_buf.max_priority, buf.max_priority),
+                    beta_step=jnp.where(do_learn, new_buf.beta_step, buf.beta_step),
+                )
+            return (params, opt_state, buf), metrics
+
+        (params, opt_state, buffer_state), metrics = jax.lax.scan(
+            gradient_step,
+            (state.params, state.opt_state, buffer_state),
+            keys,
+        )
+        metrics = jax.tree.map(jnp.mean, metrics)
+        metrics["learning"] = do_learn.astype(jnp.float32)
+        return params, opt_state, buffer_state, metrics
+
+    def learner_update(
+        state: DQNState, hparams: DQNHParams
+    ) -> tuple[DQNState, dict[str, jax.Array]]:
+        # Every key of the update from one split: on CPU each threefry call is a small loop of
+        # kernels, which costs more than the env step itself for small envs.
+        keys = jax.random.split(state.key, 2 + steps_per_env + config.gradient_steps)
+        key, k_noise = keys[0], keys[1]
+        env_keys, learn_keys = keys[2 : 2 + steps_per_env], keys[2 + steps_per_env :]
+        carry, transitions, epsilon = rollout(state, hparams, k_noise, env_keys)
+        env_state, obs, window, episodes, (ret_sum, len_sum, ep_count) = carry
+        buffer_state = buffer.add(state.buffer, transitions)
+        params, opt_state, buffer_state, metrics = learn(state, buffer_state, hparams, learn_keys)
+        do_target = (state.update_step + 1) % config.target_update_every == 0
+        tau = hparams.tau
+        target_params = jax.tree.map(
+            lambda t, p: jnp.where(do_target, tau * p + (1.0 - tau) * t, t),
+            state.target_params,
+            params,
+        )
+        metrics.update(
+            episode_return_sum=ret_sum,
+            episode_length_sum=len_sum.astype(jnp.float32),
+            episode_count=ep_count.astype(jnp.float32),
+            epsilon=epsilon,
+        )
+        new_state = DQNState(
+            params=params,
+            target_params=target_params,
+            opt_state=opt_state,
+            buffer=buffer_state,
+            env_state=env_state,
+            obs=obs,
+            window=window,
+            key=key,
+            update_step=state.update_step + 1,
+            episodes=episodes,
+        )
+        return new_state, metrics
+
+    return Learner(
+        init, learner_update, config.num_updates, config.train_frequency, config.hparams()
+    )
+
+
+def make_train(config: DQNConfig):
+    """`train(key, hparams=None) -> (DQNState, metrics)`: the whole DQN run, pure and jittable.
+
+    `metrics` is a dict of arrays with a leading `[num_updates]` axis.
+    """
+    return make_train_fn(make_learner(config))
