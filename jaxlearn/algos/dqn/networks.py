@@ -11,13 +11,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-_ACTIVATIONS = {
-    "tanh": nn.tanh,
-    "relu": nn.relu,
-    "gelu": nn.gelu,
-    "silu": nn.silu,
-    "elu": nn.elu,
-}
+from jaxlearn.networks import ACTIVATIONS
 
 
 class QNetwork(nn.Module):
@@ -40,7 +34,7 @@ class QNetwork(nn.Module):
     def __call__(self, obs: jax.Array) -> jax.Array:
         x = obs.astype(jnp.float32)
         x = x.reshape(*x.shape[: x.ndim - self.obs_ndim], -1)
-        act = _ACTIVATIONS[self.activation]
+        act = ACTIVATIONS[self.activation]
         for h in self.hidden_sizes:
             x = act(nn.Dense(h)(x))
         return nn.Dense(self.action_dim)(x)
