@@ -8,7 +8,7 @@ state, metrics = train(jax.random.split(jax.random.key(0), 8))
 
 from jaxlearn._runtime import configure_xla_cpu
 
-configure_xla_cpu()  # before any backend exists: avoids an XLA CPU thread-pool deadlock
+configure_xla_cpu()  # before any backend exists: avoids a CPU-backend hang (see _runtime.py)
 
 from jaxlearn import algos, distributions, envs, spaces  # noqa: E402
 from jaxlearn.algos import ppo  # noqa: E402

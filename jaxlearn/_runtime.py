@@ -1,11 +1,13 @@
 """Process-level JAX settings jaxlearn applies at import, before any backend exists.
 
-XLA's CPU runtime can deadlock when its multi-threaded Eigen pool runs large vmapped
-programs: every worker parks waiting for work while the caller waits for the result (seen
-here on a 2-core machine with jax 0.10.2 in `jax.vmap(train)` runs; also reported publicly).
-Single-threaded Eigen avoids it. XLA reads XLA_FLAGS when the first backend is created, so
-this has no effect if a computation already ran. Set JAXLEARN_CPU_MULTI_THREAD_EIGEN=1 to
-keep XLA's default.
+The CPU backend can hang for good on long vmapped programs: the caller waits on a result
+while every XLA worker thread sits idle (seen here with jax 0.10.2 on a 2-core machine in
+`jax.vmap(train)` runs, at random, several times in a session; jax-ml/jax#25861 reports
+the same with asynchronous CPU dispatch, and others report it with multi-threaded Eigen).
+jaxlearn turns both off on the CPU: dispatch becomes synchronous (the host loop waits on
+every chunk anyway) and Eigen single-threaded (no measurable cost for these model sizes).
+XLA reads these when the first backend is created, so they do nothing if a computation
+already ran. Set JAXLEARN_CPU_DEFAULTS=1 to keep JAX's defaults.
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ _FLAG = "--xla_cpu_multi_thread_eigen"
 
 
 def configure_xla_cpu() -> None:
-    if os.environ.get("JAXLEARN_CPU_MULTI_THREAD_EIGEN") == "1":
+    if os.environ.get("JAXLEARN_CPU_DEFAULTS") == "1":
         return
     flags = os.environ.get("XLA_FLAGS", "")
-    if _FLAG in flags:  # the user chose explicitly
-        return
-    os.environ["XLA_FLAGS"] = f"{flags} {_FLAG}=false".strip()
+    if _FLAG not in flags:  # else the user chose explicitly
+        os.environ["XLA_FLAGS"] = f"{flags} {_FLAG}=false".strip()
+    import jax
+
+    jax.config.update("jax_cpu_enable_async_dispatch", False)
