@@ -97,16 +97,22 @@ def choose_chunk_size(num_updates: int, num_chunks: int) -> int:
 def make_chunk(learner: Learner, chunk_size: int) -> Callable:
     """`chunk(state, hparams, num_active) -> (state, metrics [chunk_size])` for one seed.
 
-    Updates at positions >= `num_active` leave the state unchanged (used to pad the last
-    chunk so that every call has the same shape and nothing recompiles).
+    Updates at positions >= `num_active` are skipped (state unchanged, metrics zero), so
+    the last chunk can be padded and every call has the same shape: nothing recompiles.
+    The skip is a `lax.cond` on a predicate that does not depend on the seed, so it stays a
+    real branch under `vmap` (no select over the state, which would copy replay buffers).
     """
 
     def chunk(state, hparams, num_active):
+        def run(s):
+            return learner.update(s, hparams)
+
+        def skip(s):
+            _, metrics = jax.eval_shape(run, s)
+            return s, jax.tree.map(lambda m: jnp.zeros(m.shape, m.dtype), metrics)
+
         def body(s, i):
-            new_s, metrics = learner.update(s, hparams)
-            active = i < num_active
-            s = jax.tree.map(lambda a, b: jnp.where(active, a, b), new_s, s)
-            return s, metrics
+            return jax.lax.cond(i < num_active, run, skip, s)
 
         return jax.lax.scan(body, state, jnp.arange(chunk_size))
 

@@ -150,3 +150,19 @@ def test_train_script_as_a_process_with_config_file(tmp_path):
         [sys.executable, TRAIN, "--no-such-flag"], capture_output=True, text=True, timeout=120
     )
     assert bad.returncode == 2 and "unrecognized arguments" in bad.stderr
+
+
+def test_padding_is_a_real_branch_under_vmap():
+    """Skipped updates must not become a select over the whole (vmapped) state: that would
+    copy replay buffers on every update."""
+    cfg = PPOConfig(
+        total_timesteps=4 * 16 * 5, num_envs=4, num_steps=16, num_minibatches=2, hidden_sizes=(8,)
+    )
+    learner = make_learner(cfg)
+    keys = jax.random.split(jax.random.key(0), 2)
+    state = jax.vmap(learner.init, in_axes=(0, None))(keys, learner.hparams)
+    chunk = jax.vmap(make_chunk(learner, 3), in_axes=(0, None, None))
+    jaxpr = jax.make_jaxpr(chunk)(state, learner.hparams, jax.numpy.int32(2))
+    scan = next(e for e in jaxpr.eqns if e.primitive.name == "scan")
+    body = [e.primitive.name for e in scan.params["jaxpr"].eqns]
+    assert "cond" in body, body

@@ -1,5 +1,5 @@
-"""DQN learning runs on CartPole-v1 from the shipped experiment configs (slow: ~20-60 s each
-on a 2-core CPU)."""
+"""DQN learning runs on CartPole-v1 from the shipped experiment configs (slow: about 30-40 s
+each on a 2-core CPU)."""
 
 import jax
 import numpy as np
@@ -8,6 +8,11 @@ import pytest
 from jaxlearn.algos import dqn
 from jaxlearn.logging import final_returns
 from jaxlearn.runner import resolve_config
+
+# Measured on the fixed seed: 500.0 (double DQN) and 495.4 (prioritized). In a 16-seed vmapped
+# run of the prioritized config, the 12 seeds inspected all reached >= 470 (11 of them >= 475).
+# The margin absorbs float differences (another CPU, vmap or not), which change the trajectory.
+PER_THRESHOLD = 450.0
 
 
 def train_from_config(path: str) -> float:
@@ -28,6 +33,3 @@ def test_dqn_solves_cartpole():
 @pytest.mark.slow
 def test_prioritized_dqn_solves_cartpole():
     assert train_from_config("experiments/dqn_cartpole_per.yaml") >= PER_THRESHOLD
-
-
-PER_THRESHOLD = 450.0
