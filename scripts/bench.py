@@ -39,6 +39,10 @@ from typing import Any
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+# Import jaxlearn before any computation so its CPU-backend settings (see
+# jaxlearn/_runtime.py) apply to every row, the gymnax ones included.
+import jaxlearn  # noqa: E402, F401
+
 BENCHES = ("env_step", "ppo_e2e", "dqn_e2e", "buffer")
 ENV_NAME = "CartPole-v1"
 ENV_STEP_LENGTH = 1000  # steps per env in the env_step bench
