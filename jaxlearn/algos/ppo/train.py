@@ -52,18 +52,10 @@ class Transition(NamedTuple):
 
 
 class Policy(NamedTuple):
-    """The network plus how actions are sampled, scored and sent to the env.
-
-    `noise(key, batch_shape)` draws the randomness of `batch_shape` actions at once (Gumbel
-    noise for categorical, standard normal for Gaussian) so a rollout can draw all of it in
-    one op before its scan; `sample_with_noise(params, obs, noise)` then samples without a
-    key. `sample(key, params, obs)` combines the two.
-    """
+    """The network plus how actions are sampled, scored and sent to the env."""
 
     network: ActorCritic
     sample: Any  # (key, params, obs) -> (action, log_prob, value)
-    noise: Any  # (key, batch_shape) -> noise [*batch_shape, action_dim]
-    sample_with_noise: Any  # (params, obs, noise) -> (action, log_prob, value)
     evaluate: Any  # (params, obs, action) -> (log_prob, entropy, value)
     to_env: Any  # action -> env action (clipped/squashed into the Box)
     act_greedy: Any  # (params, obs) -> env action (argmax or mean, for evaluation)
@@ -84,18 +76,11 @@ def make_policy(config: PPOConfig, env: Any, env_params: Any) -> Policy:
         log_std_init=config.log_std_init,
     )
 
-    def sample(key, params, obs):
-        lead = obs.shape[: obs.ndim - len(obs_shape)]
-        return sample_with_noise(params, obs, noise(key, lead))
-
     if discrete:
 
-        def noise(key, batch_shape):
-            return jax.random.gumbel(key, (*batch_shape, action_dim))
-
-        def sample_with_noise(params, obs, g):
+        def sample(key, params, obs):
             logits, value = net.apply(params, obs)
-            action = jnp.argmax(logits + g, axis=-1).astype(jnp.int32)  # Gumbel-max trick
+            action = D.categorical_sample(key, logits)
             return action, D.categorical_log_prob(logits, action), value
 
         def evaluate(params, obs, action):
@@ -108,7 +93,7 @@ def make_policy(config: PPOConfig, env: Any, env_params: Any) -> Policy:
         def act_greedy(params, obs):
             return D.categorical_mode(net.apply(params, obs, method=ActorCritic.policy))
 
-        return Policy(net, sample, noise, sample_with_noise, evaluate, to_env, act_greedy)
+        return Policy(net, sample, evaluate, to_env, act_greedy)
 
     low = jnp.asarray(space.low, jnp.float32)
     high = jnp.asarray(space.high, jnp.float32)
@@ -118,12 +103,9 @@ def make_policy(config: PPOConfig, env: Any, env_params: Any) -> Policy:
         lp = D.gaussian_log_prob(mean, log_std, u)
         return lp - D.tanh_log_det_jacobian(u) if squash else lp
 
-    def noise(key, batch_shape):
-        return jax.random.normal(key, (*batch_shape, action_dim))
-
-    def sample_with_noise(params, obs, eps):
+    def sample(key, params, obs):
         (mean, log_std), value = net.apply(params, obs)
-        u = mean + jnp.exp(log_std) * eps
+        u = D.gaussian_sample(key, mean, log_std)
         return u, log_prob_of(mean, log_std, u), value
 
     def evaluate(params, obs, u):
@@ -140,7 +122,7 @@ def make_policy(config: PPOConfig, env: Any, env_params: Any) -> Policy:
         mean, _ = net.apply(params, obs, method=ActorCritic.policy)
         return to_env(mean)
 
-    return Policy(net, sample, noise, sample_with_noise, evaluate, to_env, act_greedy)
+    return Policy(net, sample, evaluate, to_env, act_greedy)
 
 
 def _adam(config: PPOConfig) -> optax.GradientTransformation:
@@ -241,10 +223,10 @@ def make_learner(config: PPOConfig) -> Learner:
         params = policy.network.init(k_net, obs[:1])
         return PPOState(params, tx.init(params), env_state, obs, k_run, jnp.int32(0))
 
-    def rollout_step(carry, xs):
-        params, env_state, obs = carry
-        k_env, noise = xs
-        action, log_prob, value = policy.sample_with_noise(params, obs, noise)
+    def rollout_step(carry, _):
+        params, env_state, obs, key = carry
+        key, k_act, k_env = jax.random.split(key, 3)
+        action, log_prob, value = policy.sample(k_act, params, obs)
         next_obs, env_state, reward, terminated, truncated, info = env.step(
             k_env, env_state, policy.to_env(action), env_params
         )
@@ -261,20 +243,15 @@ def make_learner(config: PPOConfig) -> Learner:
             episode_length=info["episode_length"],
             episode_done=info["episode_done"],
         )
-        return (params, env_state, next_obs), tr
+        return (params, env_state, next_obs, key), tr
 
     def update(state: PPOState, hparams: PPOHParams) -> tuple[PPOState, dict[str, jax.Array]]:
-        key, k_env, k_noise, k_learn = jax.random.split(state.key, 4)
-        # All of the rollout's randomness in two ops, outside the loop: at small batch sizes
-        # the per-step op count, not FLOPs, sets the speed.
-        xs = (
-            jax.random.split(k_env, config.num_steps),
-            policy.noise(k_noise, (config.num_steps, config.num_envs)),
-        )
-        (_, env_state, obs), traj = jax.lax.scan(
+        key, k_roll, k_learn = jax.random.split(state.key, 3)
+        (_, env_state, obs, _), traj = jax.lax.scan(
             rollout_step,
-            (state.params, state.env_state, state.obs),
-            xs,
+            (state.params, state.env_state, state.obs, k_roll),
+            None,
+            config.num_steps,
             unroll=config.rollout_unroll,
         )
         # V of the observation each step led to (pre-reset), in one batched pass.
