@@ -155,6 +155,13 @@ def from_dict(cls: type[T], values: Mapping[str, Any], *, base: T | None = None)
     return cls(**kwargs)
 
 
+def hparams_from(cfg: Any, cls: type[T]) -> T:
+    """Build a hyperparameter pytree `cls` from the same-named fields of `cfg` (float32 [])."""
+    import jax.numpy as jnp
+
+    return cls(**{f.name: jnp.float32(getattr(cfg, f.name)) for f in dataclasses.fields(cls)})
+
+
 def to_dict(cfg: Any) -> dict[str, Any]:
     """Plain dict of a config dataclass (tuples become lists, for YAML)."""
     out = {}

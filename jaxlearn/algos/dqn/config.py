@@ -15,6 +15,7 @@ from jaxlearn.config import (
     check_positive_int,
     check_range,
     fail,
+    hparams_from,
 )
 from jaxlearn.envs import is_registered, make, registered_envs
 
@@ -191,16 +192,7 @@ class DQNConfig:
         return max(1, (self.num_updates - self.first_learning_update) * self.gradient_steps)
 
     def hparams(self) -> DQNHParams:
-        return DQNHParams(
-            learning_rate=jnp.float32(self.learning_rate),
-            gamma=jnp.float32(self.gamma),
-            tau=jnp.float32(self.tau),
-            max_grad_norm=jnp.float32(self.max_grad_norm),
-            epsilon_start=jnp.float32(self.epsilon_start),
-            epsilon_end=jnp.float32(self.epsilon_end),
-            exploration_fraction=jnp.float32(self.exploration_fraction),
-            epsilon_decay=jnp.float32(self.epsilon_decay),
-        )
+        return hparams_from(self, DQNHParams)
 
 
 @struct.dataclass

@@ -13,6 +13,7 @@ from jaxlearn.config import (
     check_positive_int,
     check_range,
     fail,
+    hparams_from,
 )
 from jaxlearn.envs import is_registered, make, registered_envs
 from jaxlearn.networks import ACTIVATIONS
@@ -131,15 +132,7 @@ class PPOConfig:
         return self.total_timesteps // self.batch_size
 
     def hparams(self) -> PPOHParams:
-        return PPOHParams(
-            learning_rate=jnp.float32(self.learning_rate),
-            gamma=jnp.float32(self.gamma),
-            gae_lambda=jnp.float32(self.gae_lambda),
-            clip_eps=jnp.float32(self.clip_eps),
-            ent_coef=jnp.float32(self.ent_coef),
-            vf_coef=jnp.float32(self.vf_coef),
-            max_grad_norm=jnp.float32(self.max_grad_norm),
-        )
+        return hparams_from(self, PPOHParams)
 
 
 @struct.dataclass
