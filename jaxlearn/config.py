@@ -93,6 +93,12 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             value = [value]
         elem = args[0] if args else Any
         return tuple(_coerce(v, elem, where) for v in value)
+    if tp is dict or origin is dict:
+        if isinstance(value, str):
+            value = yaml.safe_load(value)
+        if not isinstance(value, dict):
+            raise ValueError(f"{where}: {value!r} is not a mapping (use {{key: value, ...}})")
+        return value
     if tp is bool:
         if isinstance(value, bool):
             return value

@@ -21,6 +21,31 @@ def episode_means(metrics: dict[str, np.ndarray], axis=None) -> tuple[np.ndarray
     return ret, length
 
 
+def is_episode_sum(key: str) -> bool:
+    """Per-episode sums of task metrics and reward components: `episode_<name>_sum`."""
+    return key.startswith("episode_") and key.endswith("_sum") and key not in _EPISODE_KEYS
+
+
+def episode_extra_means(metrics: dict[str, np.ndarray], axis=None) -> dict[str, np.ndarray]:
+    """Mean per finished episode of each `episode_<name>_sum` metric, by `<name>` (NaN if none)."""
+    n = metrics["episode_count"].sum(axis=axis)
+    out = {}
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for key, v in metrics.items():
+            if is_episode_sum(key):
+                out[key[8:-4]] = np.where(n > 0, v.sum(axis=axis) / n, np.nan)
+    return out
+
+
+def final_episode_metrics(metrics: dict[str, np.ndarray], fraction: float = 0.05) -> dict:
+    """Means per episode of the task metrics and reward components over the last `fraction`
+    of updates (all seeds pooled): `{name: float}`; empty for envs without them."""
+    num_updates = metrics["episode_count"].shape[1]
+    window = max(1, int(np.ceil(fraction * num_updates)))
+    last = {k: v[:, -window:] for k, v in metrics.items()}
+    return {k: float(v) for k, v in episode_extra_means(last).items()}
+
+
 def final_returns(metrics: dict[str, np.ndarray], fraction: float = 0.05) -> np.ndarray:
     """Per-seed mean episode return over the last `fraction` of updates: `[num_seeds]`.
 
@@ -52,14 +77,24 @@ class MetricLogger:
         """Log a chunk of `[num_seeds, K]` metrics whose first update ends at `first_step + spu`."""
         k = metrics["episode_count"].shape[1]
         ret, length = episode_means(metrics, axis=0)  # [K]
-        others = {key: v.mean(axis=0) for key, v in metrics.items() if key not in _EPISODE_KEYS}
+        extras = {name: v for name, v in episode_extra_means(metrics, axis=0).items()}
+        others = {}
+        for key, v in metrics.items():
+            if key in _EPISODE_KEYS or is_episode_sum(key):
+                continue
+            tag = f"curriculum/{key[11:]}" if key.startswith("curriculum_") else f"train/{key}"
+            others[tag] = v.mean(axis=0)
         for i in range(k):
             step = first_step + (i + 1) * steps_per_update
             if not np.isnan(ret[i]):
                 self.writer.add_scalar("episode/return", float(ret[i]), step)
                 self.writer.add_scalar("episode/length", float(length[i]), step)
-            for key, v in others.items():
-                self.writer.add_scalar(f"train/{key}", float(v[i]), step)
+                for name, v in extras.items():
+                    group = "reward" if name.startswith("reward_") else "episode"
+                    tag = name[7:] if group == "reward" else name
+                    self.writer.add_scalar(f"{group}/{tag}", float(v[i]), step)
+            for tag, v in others.items():
+                self.writer.add_scalar(tag, float(v[i]), step)
 
     def close(self):
         self.writer.close()
@@ -105,6 +140,39 @@ def plot_learning_curve(
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_curriculum(
+    metrics: dict[str, np.ndarray],
+    steps_per_update: int,
+    stage_names: list[str],
+    path: str,
+    title: str = "",
+) -> None:
+    """Save the curriculum stage and the windowed success rate against env steps (per seed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    stage = metrics["curriculum_stage"]  # [S, U]
+    rate = metrics["curriculum_success_rate"]
+    x = (np.arange(stage.shape[1]) + 1) * steps_per_update
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(6, 5), dpi=100, sharex=True)
+    for s in range(stage.shape[0]):
+        ax1.step(x, stage[s], where="post", alpha=0.8)
+        ax2.plot(x, rate[s], alpha=0.8)
+    ax1.set_yticks(range(len(stage_names)), stage_names)
+    ax1.set_ylabel("stage")
+    ax1.set_title(title)
+    ax1.grid(alpha=0.3)
+    ax2.set_ylabel("success rate (window)")
+    ax2.set_ylim(-0.02, 1.02)
+    ax2.set_xlabel("env steps (per seed)")
+    ax2.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -25,7 +25,13 @@ import yaml
 from jaxlearn import algos
 from jaxlearn.algos.base import Learner
 from jaxlearn.config import check_choice, check_positive_int, check_range, from_dict, to_dict
-from jaxlearn.logging import MetricLogger, final_returns, plot_learning_curve
+from jaxlearn.logging import (
+    MetricLogger,
+    final_episode_metrics,
+    final_returns,
+    plot_curriculum,
+    plot_learning_curve,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -224,9 +230,20 @@ def run(
         "final_return_mean": float(np.nanmean(per_seed)),
         "final_return_min": float(np.nanmin(per_seed)),
         "final_return_per_seed": [float(x) for x in per_seed],
+        "final_episode_metrics": final_episode_metrics(stacked, run_cfg.final_fraction),
         "device": str(jax.devices()[0].device_kind),
         "jax_version": jax.__version__,
     }
+    curriculum = getattr(learner, "curriculum", None)
+    if curriculum is not None:
+        summary["curriculum"] = _curriculum_summary(curriculum, state, steps_per_update)
+        plot_curriculum(
+            stacked,
+            steps_per_update,
+            list(curriculum.config.names),
+            os.path.join(run_dir, "curriculum.png"),
+            title=f"Curriculum on {algo_cfg.env} ({run_cfg.num_seeds} seed(s))",
+        )
     with open(os.path.join(run_dir, "metrics.json"), "w") as f:
         json.dump(summary, f, indent=2)
     plot_learning_curve(
@@ -242,6 +259,22 @@ def run(
     )
     summary["run_dir"] = run_dir
     return summary
+
+
+def _curriculum_summary(curriculum: Any, state: Any, steps_per_update: int) -> dict[str, Any]:
+    """Final stage per seed and the env step at which each seed reached each stage."""
+    c = jax.device_get(state.curriculum)
+    names = list(curriculum.config.names)
+    stage = np.asarray(c.stage).reshape(-1)
+    starts = np.asarray(c.stage_start).reshape(len(stage), -1)
+    return {
+        "stages": names,
+        "final_stage_per_seed": [names[int(s)] for s in stage],
+        "stage_reached_at_step_per_seed": [
+            {names[i]: int(u) * steps_per_update for i, u in enumerate(row) if u >= 0}
+            for row in starts
+        ],
+    }
 
 
 def _mean_return(metrics: dict[str, np.ndarray]) -> float:

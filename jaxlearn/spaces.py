@@ -35,6 +35,7 @@ __all__ = [
     "Dict",
     "from_gymnax",
     "flat_dim",
+    "leaves",
 ]
 
 
@@ -671,3 +672,18 @@ def flat_dim(space: Any) -> int:
     if isinstance(space, Hybrid):
         return sum(flat_dim(s) for s in space.spaces.values())
     raise TypeError(f"flat_dim does not know {type(space).__name__}")
+
+
+def leaves(space: Any) -> list[tuple[tuple[str, ...], Space]]:
+    """The non-Hybrid sub-spaces of ``space`` with their key paths, in insertion order.
+
+    ``leaves(Hybrid({"a": Box(...), "b": Hybrid({"c": Discrete(2)})}))`` is
+    ``[(("a",), Box(...)), (("b", "c"), Discrete(2))]``; a non-Hybrid space gives ``[((), space)]``.
+    """
+    space = from_gymnax(space)
+    if not isinstance(space, Hybrid):
+        return [((), space)]
+    out = []
+    for key, sub in space.spaces.items():
+        out.extend(((key, *path), leaf) for path, leaf in leaves(sub))
+    return out

@@ -83,3 +83,33 @@ def make_vec(
     if reward_clip is not None:
         env = w.ClipReward(env, -reward_clip, reward_clip)
     return env, params
+
+
+def _register_task_envs() -> None:
+    """jaxlearn's own task envs (imported lazily so `make` stays cheap)."""
+
+    def navigation(dim):
+        def factory(**kwargs):
+            from jaxlearn.envs.navigation import Navigation
+
+            return Navigation(dim=dim, **kwargs)
+
+        return factory
+
+    def exploration(**kwargs):
+        from jaxlearn.envs.exploration import Exploration
+
+        return Exploration(**kwargs)
+
+    def cooperative(**kwargs):
+        from jaxlearn.envs.cooperative import Cooperative
+
+        return Cooperative(**kwargs)
+
+    _REGISTRY["Navigation2D-v0"] = navigation(2)
+    _REGISTRY["Navigation3D-v0"] = navigation(3)
+    _REGISTRY["Exploration-v0"] = exploration
+    _REGISTRY["Cooperative-v0"] = cooperative
+
+
+_register_task_envs()

@@ -15,7 +15,7 @@ from jaxlearn.config import (
     fail,
     hparams_from,
 )
-from jaxlearn.envs import is_registered, make, registered_envs
+from jaxlearn.envs.setup import base_env, check_env_fields
 from jaxlearn.networks import ACTIVATIONS
 
 
@@ -46,13 +46,19 @@ class PPOConfig:
     normalize_advantages: bool = True
     hidden_sizes: tuple[int, ...] = (64, 64)
     activation: str = "tanh"
-    policy: str = "auto"  # auto | discrete | continuous (auto: from the env's action space)
+    policy: str = "auto"  # auto | discrete | continuous | hybrid (auto: from the action space)
     action_squash: str = "clip"  # continuous only: clip a Gaussian sample, or tanh-squash it
     log_std_init: float = 0.0
     normalize_observations: bool = False
     normalize_rewards: bool = False  # divide by the running std of the discounted return
     reward_clip: float | None = None  # clip (scaled) rewards to [-reward_clip, reward_clip]
     rollout_unroll: int = 1  # lax.scan unroll of the rollout loop (speed only)
+    # task envs (jaxlearn.envs.setup): constructor kwargs, param and reward-weight
+    # overrides, and an optional curriculum ("default" or a stage table)
+    env_kwargs: dict | None = None
+    env_params: dict | None = None
+    reward_weights: dict | None = None
+    curriculum: dict | str | None = None
 
     def __post_init__(self):
         name = type(self).__name__
@@ -97,30 +103,33 @@ class PPOConfig:
         ):
             fail(name, "hidden_sizes", self.hidden_sizes, "must be a non-empty tuple of ints > 0")
         check_choice(self, "activation", ACTIVATIONS)
-        check_choice(self, "policy", ("auto", "discrete", "continuous"))
+        check_choice(self, "policy", ("auto", "discrete", "continuous", "hybrid"))
         check_choice(self, "action_squash", ("clip", "tanh"))
-        if not is_registered(self.env):
-            fail(name, "env", self.env, f"must be a registered env: {', '.join(registered_envs())}")
+        check_env_fields(self)
         kind = self.policy_kind()  # raises for an action space the policy cannot handle
         if self.policy != "auto" and self.policy != kind:
             fail(name, "policy", self.policy, f"env {self.env!r} needs a {kind} policy")
 
     def action_space(self) -> spaces.Space:
-        env, params = make(self.env)
+        env, params = base_env(self)
         return spaces.from_gymnax(env.action_space(params))
 
     def policy_kind(self) -> str:
-        """'discrete' or 'continuous', from the env's action space."""
+        """'discrete', 'continuous' or 'hybrid' (a Hybrid of Discrete/Box leaves)."""
         space = self.action_space()
         if isinstance(space, spaces.Discrete):
             return "discrete"
         if isinstance(space, spaces.Box):
             return "continuous"
+        leaves = spaces.leaves(space) if isinstance(space, spaces.Hybrid) else []
+        if leaves and all(isinstance(s, spaces.Discrete | spaces.Box) for _, s in leaves):
+            return "hybrid"
         fail(
             type(self).__name__,
             "env",
             self.env,
-            f"its action space {space!r} is not supported by PPO yet (Discrete or Box only)",
+            f"its action space {space!r} is not supported by PPO (Discrete, Box, or a Hybrid "
+            "of those)",
         )
 
     @property

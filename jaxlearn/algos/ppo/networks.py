@@ -25,12 +25,14 @@ class ActorCritic(nn.Module):
         obs_ndim: rank of one observation; trailing `obs_ndim` axes are flattened.
 
     `__call__(obs [..., *obs_shape])` returns `(policy_out, value [...])` where `policy_out`
-    is logits `[..., action_dim]` or a tuple `(mean [..., d], log_std [..., d])`.
+    is logits `[..., action_dim]`, a tuple `(mean [..., d], log_std [..., d])`, or with
+    `num_logits > 0` (hybrid actions) `(logits [..., num_logits], mean [..., d], log_std)`.
     """
 
     action_dim: int
     discrete: bool
     obs_ndim: int = 1
+    num_logits: int = 0  # hybrid: the first `num_logits` outputs are logits, the rest means
     hidden_sizes: Sequence[int] = (64, 64)
     activation: str = "tanh"
     log_std_init: float = 0.0
@@ -45,13 +47,18 @@ class ActorCritic(nn.Module):
         self.value_head = nn.Dense(1, kernel_init=nn.initializers.orthogonal(1.0))
         if not self.discrete:
             self.log_std = self.param(
-                "log_std", nn.initializers.constant(self.log_std_init), (self.action_dim,)
+                "log_std",
+                nn.initializers.constant(self.log_std_init),
+                (self.action_dim - self.num_logits,),
             )
 
     def policy(self, obs: jax.Array):
         out = self.policy_head(self.actor_torso(self._flatten(obs)))
         if self.discrete:
             return out
+        if self.num_logits:
+            logits, mean = out[..., : self.num_logits], out[..., self.num_logits :]
+            return logits, mean, jnp.broadcast_to(self.log_std, mean.shape)
         return out, jnp.broadcast_to(self.log_std, out.shape)
 
     def value(self, obs: jax.Array) -> jax.Array:

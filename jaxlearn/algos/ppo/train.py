@@ -7,20 +7,23 @@ so `jax.jit(jax.vmap(train))(keys)` trains one agent per key in a single call.
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import struct
 
 from jaxlearn import distributions as D
 from jaxlearn import spaces
-from jaxlearn.algos.base import Learner, make_train_fn
+from jaxlearn.algos.base import Learner, episode_extras, make_train_fn
 from jaxlearn.algos.ppo.config import PPOConfig, PPOHParams
 from jaxlearn.algos.ppo.losses import LossInfo, PPOBatch, gae, ppo_loss
 from jaxlearn.algos.ppo.networks import ActorCritic
-from jaxlearn.envs import make_vec
+from jaxlearn.curriculum import episode_outcomes
+from jaxlearn.envs.setup import build_env
 
 
 @struct.dataclass
@@ -33,6 +36,7 @@ class PPOState:
     obs: jax.Array  # [num_envs, *obs_shape]
     key: jax.Array
     update_step: jax.Array  # [] int32 updates done so far
+    curriculum: Any = None  # CurriculumState when the config has a curriculum
 
 
 class Transition(NamedTuple):
@@ -49,6 +53,7 @@ class Transition(NamedTuple):
     episode_return: jax.Array
     episode_length: jax.Array
     episode_done: jax.Array
+    episode_extras: dict  # per-episode task metrics and reward components (task envs)
 
 
 class Policy(NamedTuple):
@@ -62,9 +67,15 @@ class Policy(NamedTuple):
 
 
 def make_policy(config: PPOConfig, env: Any, env_params: Any) -> Policy:
-    """Build the actor-critic and its action functions for the env's action space."""
+    """Build the actor-critic and its action functions for the env's action space.
+
+    Discrete: categorical. Box: diagonal Gaussian, clipped or tanh-squashed into the box.
+    Hybrid, or several agents (`env.num_agents > 1`): see `make_factored_policy`.
+    """
     space = spaces.from_gymnax(env.action_space(env_params))
     obs_shape = tuple(env.observation_space(env_params).shape)
+    if isinstance(space, spaces.Hybrid) or getattr(env, "num_agents", 1) > 1:
+        return make_factored_policy(config, space, obs_shape, getattr(env, "num_agents", 1))
     discrete = isinstance(space, spaces.Discrete)
     action_dim = space.n if discrete else spaces.flat_dim(space)
     net = ActorCritic(
@@ -121,6 +132,158 @@ def make_policy(config: PPOConfig, env: Any, env_params: Any) -> Policy:
     def act_greedy(params, obs):
         mean, _ = net.apply(params, obs, method=ActorCritic.policy)
         return to_env(mean)
+
+    return Policy(net, sample, evaluate, to_env, act_greedy)
+
+
+def _box_to_env(u: jax.Array, low: jax.Array, high: jax.Array, squash: bool) -> jax.Array:
+    if squash:
+        return low + 0.5 * (jnp.tanh(u) + 1.0) * (high - low)
+    return jnp.clip(u, low, high)
+
+
+def make_factored_policy(
+    config: PPOConfig, space: spaces.Space, obs_shape: tuple[int, ...], num_agents: int = 1
+) -> Policy:
+    """A policy over a Hybrid action (Discrete and Box leaves), optionally per agent.
+
+    One network outputs every leaf's parameters: logits for each Discrete leaf and one
+    diagonal Gaussian over all Box dimensions. The joint log-probability is the sum over
+    leaves. With `num_agents > 1` the observation's leading axis `[num_agents, ...]` is the
+    agent axis and every Box leaf's shape starts with it: the same parameters act for each
+    agent (parameter sharing), the joint log-probability also sums over agents, and the
+    value is the mean of the per-agent values (one shared team reward).
+
+    The stored action is a dict: `"discrete"` `[..., (A,) n_discrete]` int32 and
+    `"continuous"` `[..., (A,) d]` float32 (the pre-squash Gaussian sample).
+    """
+    multi = num_agents > 1
+    layout = []  # (path, kind, size, low, high, leaf shape)
+    num_logits = cont_dim = 0
+    for path, leaf in spaces.leaves(space):
+        name = "/".join(path) or "action"
+        if isinstance(leaf, spaces.Discrete):
+            if multi:
+                raise ValueError(
+                    f"PPO: multi-agent Discrete action leaf {name!r} is not supported; "
+                    "use Box leaves with a leading agent axis"
+                )
+            layout.append((path, "discrete", leaf.n, None, None, ()))
+            num_logits += leaf.n
+        elif isinstance(leaf, spaces.Box):
+            shape = tuple(leaf.shape)
+            if multi and (not shape or shape[0] != num_agents):
+                raise ValueError(
+                    f"PPO: action leaf {name!r} has shape {shape}; with {num_agents} agents "
+                    f"it must start with the agent axis ({num_agents}, ...)"
+                )
+            per = shape[1:] if multi else shape
+            size = math.prod(per)
+            lead = (num_agents,) if multi else ()
+            low = jnp.asarray(np.broadcast_to(leaf.low, shape), jnp.float32).reshape(*lead, size)
+            high = jnp.asarray(np.broadcast_to(leaf.high, shape), jnp.float32).reshape(*lead, size)
+            layout.append((path, "box", size, low, high, shape))
+            cont_dim += size
+        else:
+            raise ValueError(f"PPO: action leaf {name!r} is a {type(leaf).__name__}")
+    squash = config.action_squash == "tanh"
+    net = ActorCritic(
+        action_dim=num_logits + cont_dim,
+        discrete=False,
+        obs_ndim=len(obs_shape) - (1 if multi else 0),
+        hidden_sizes=tuple(config.hidden_sizes),
+        activation=config.activation,
+        log_std_init=config.log_std_init,
+        num_logits=num_logits,
+    )
+
+    def heads(params, obs):
+        out, value = net.apply(params, obs)
+        if num_logits:
+            logits, mean, log_std = out
+        else:
+            (mean, log_std), logits = out, None
+        return logits, mean, log_std, value
+
+    def reduce_agents(x):
+        return x.sum(-1) if multi else x
+
+    def team_value(v):
+        return v.mean(-1) if multi else v
+
+    def score(logits, mean, log_std, action):
+        lp = jnp.zeros(mean.shape[:-1] if cont_dim else logits.shape[:-1])
+        ent = jnp.zeros_like(lp)
+        off = 0
+        j = 0
+        for _, kind, size, *_ in layout:
+            if kind == "discrete":
+                lg = logits[..., off : off + size]
+                lp = lp + D.categorical_log_prob(lg, action["discrete"][..., j])
+                ent = ent + D.categorical_entropy(lg)
+                off += size
+                j += 1
+        if cont_dim:
+            u = action["continuous"]
+            g = D.gaussian_log_prob(mean, log_std, u)
+            lp = lp + (g - D.tanh_log_det_jacobian(u) if squash else g)
+            ent = ent + D.gaussian_entropy(log_std)
+        return reduce_agents(lp), reduce_agents(ent)
+
+    def sample(key, params, obs):
+        logits, mean, log_std, value = heads(params, obs)
+        k_d, k_c = jax.random.split(key)
+        disc = []
+        off = 0
+        for i, (_, kind, size, *_) in enumerate(layout):
+            if kind == "discrete":
+                lg = logits[..., off : off + size]
+                disc.append(D.categorical_sample(jax.random.fold_in(k_d, i), lg))
+                off += size
+        batch = mean.shape[:-1]
+        action = {
+            "discrete": jnp.stack(disc, -1) if disc else jnp.zeros((*batch, 0), jnp.int32),
+            "continuous": D.gaussian_sample(k_c, mean, log_std),
+        }
+        lp, _ = score(logits, mean, log_std, action)
+        return action, lp, team_value(value)
+
+    def evaluate(params, obs, action):
+        logits, mean, log_std, value = heads(params, obs)
+        lp, ent = score(logits, mean, log_std, action)
+        return lp, ent, team_value(value)
+
+    def to_env(action):
+        out: dict = {}
+        off = j = 0
+        for path, kind, size, low, high, shape in layout:
+            if kind == "discrete":
+                leaf = action["discrete"][..., j]
+                j += 1
+            else:
+                u = action["continuous"][..., off : off + size]
+                off += size
+                leaf = _box_to_env(u, low, high, squash)
+                leaf = leaf.reshape(*leaf.shape[: leaf.ndim - (2 if multi else 1)], *shape)
+            if not path:
+                return leaf
+            node = out
+            for k in path[:-1]:
+                node = node.setdefault(k, {})
+            node[path[-1]] = leaf
+        return out
+
+    def act_greedy(params, obs):
+        logits, mean, _, _ = heads(params, obs)
+        disc = []
+        off = 0
+        for _, kind, size, *_ in layout:
+            if kind == "discrete":
+                disc.append(D.categorical_mode(logits[..., off : off + size]))
+                off += size
+        batch = mean.shape[:-1]
+        d = jnp.stack(disc, -1) if disc else jnp.zeros((*batch, 0), jnp.int32)
+        return to_env({"discrete": d, "continuous": mean})
 
     return Policy(net, sample, evaluate, to_env, act_greedy)
 
@@ -204,26 +367,31 @@ def learn(
 
 def make_learner(config: PPOConfig) -> Learner:
     """PPO as `init(key, hparams)` / `update(state, hparams)` over a `PPOState`."""
-    env, env_params = make_vec(
-        config.env,
+    env, fixed_params, curriculum = build_env(
+        config,
         config.num_envs,
         normalize_observations=config.normalize_observations,
         normalize_rewards=config.normalize_rewards,
         gamma=config.gamma,
         reward_clip=config.reward_clip,
     )
-    policy = make_policy(config, env, env_params)
+    policy = make_policy(config, env, fixed_params)
     tx = _adam(config)
     num_updates = config.num_updates
+
+    def env_params_of(state: PPOState) -> Any:
+        return fixed_params if curriculum is None else curriculum.env_params(state.curriculum)
 
     def init(key: jax.Array, hparams: PPOHParams) -> PPOState:
         del hparams  # nothing in the initial state depends on them
         k_net, k_env, k_run = jax.random.split(key, 3)
+        c_state = None if curriculum is None else curriculum.init()
+        env_params = fixed_params if curriculum is None else curriculum.env_params(c_state)
         obs, env_state = env.reset(k_env, env_params)
         params = policy.network.init(k_net, obs[:1])
-        return PPOState(params, tx.init(params), env_state, obs, k_run, jnp.int32(0))
+        return PPOState(params, tx.init(params), env_state, obs, k_run, jnp.int32(0), c_state)
 
-    def rollout_step(carry, _):
+    def rollout_step(carry, _, env_params):
         params, env_state, obs, key = carry
         key, k_act, k_env = jax.random.split(key, 3)
         action, log_prob, value = policy.sample(k_act, params, obs)
@@ -242,13 +410,15 @@ def make_learner(config: PPOConfig) -> Learner:
             episode_return=info["episode_return"],
             episode_length=info["episode_length"],
             episode_done=info["episode_done"],
+            episode_extras=episode_extras(info),
         )
         return (params, env_state, next_obs, key), tr
 
     def update(state: PPOState, hparams: PPOHParams) -> tuple[PPOState, dict[str, jax.Array]]:
         key, k_roll, k_learn = jax.random.split(state.key, 3)
+        env_params = env_params_of(state)
         (_, env_state, obs, _), traj = jax.lax.scan(
-            rollout_step,
+            lambda c, x: rollout_step(c, x, env_params),
             (state.params, state.env_state, state.obs, k_roll),
             None,
             config.num_steps,
@@ -268,7 +438,7 @@ def make_learner(config: PPOConfig) -> Learner:
         flat = lambda x: x.reshape(-1, *x.shape[2:])
         batch = PPOBatch(
             obs=flat(traj.obs),
-            action=flat(traj.action),
+            action=jax.tree.map(flat, traj.action),
             log_prob=flat(traj.log_prob),
             value=flat(traj.value),
             advantage=flat(advantages),
@@ -289,10 +459,21 @@ def make_learner(config: PPOConfig) -> Learner:
             episode_count=jnp.sum(ep_done),
             learning_rate=lr,
         )
-        new_state = PPOState(params, opt_state, env_state, obs, key, state.update_step + 1)
+        metrics.update(
+            {f"episode_{k}_sum": jnp.sum(v * ep_done) for k, v in traj.episode_extras.items()}
+        )
+        c_state = state.curriculum
+        if curriculum is not None:
+            c_state = curriculum.update(
+                c_state,
+                traj.episode_done,
+                episode_outcomes(traj.episode_return, traj.episode_extras),
+            )
+            metrics.update(curriculum.metrics(c_state))
+        new_state = PPOState(params, opt_state, env_state, obs, key, state.update_step + 1, c_state)
         return new_state, metrics
 
-    return Learner(init, update, num_updates, config.batch_size, config.hparams())
+    return Learner(init, update, num_updates, config.batch_size, config.hparams(), curriculum)
 
 
 def make_train(config: PPOConfig):

@@ -1,0 +1,271 @@
+"""Navigation: a point agent reaches a goal among spherical obstacles, in 2-D or 3-D.
+
+- Workspace: the box `[0, workspace_size]` metres (x, y; and z in 3-D).
+- Action: a velocity command in `Box(-1, 1, (dim,))`, scaled by `max_velocity` (m/s) and
+  applied for `dt` seconds. Within `safety_distance` metres of an obstacle's surface the
+  speed is capped at `max_velocity_near_obstacle` (the safety constraint).
+- Collision: a move that would enter an obstacle slides along its surface (the inward part
+  of the motion is removed), or is cancelled if it would still collide; either way the step
+  counts one collision. Walls clip the position without a collision.
+- Tool use (when `params.tool_use`): the goal only counts after the agent has visited the
+  tool's position; the observation shows where the tool is and whether it is held.
+- Vision (when `params.vision`): the observation includes the `num_sensed` nearest
+  obstacles; without it that block is zeros.
+- Ends: terminated when the agent stops at the goal, i.e. ends a step within `goal_radius`
+  of it moving no faster than `goal_speed` (`task["success"]`); truncated after
+  `time_limit` seconds. (Arriving slowly is what makes the task more than a random walk:
+  in a 5 x 5 m room a uniformly random policy would otherwise pass by the goal in most
+  episodes of the BEGINNER time limit.)
+
+Observation `[obs_dim]` float32 (D = dim, K = num_sensed): position scaled to [-1, 1] (D),
+goal minus position / largest side (D), goal distance / largest side (1), tool minus
+position / largest side (D), tool needed and tool held flags (2), last velocity /
+max_velocity (D), fraction of the time limit left (1), obstacle sensor (K x (D + 2)).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from jaxlearn import spaces
+from jaxlearn.envs import task as T
+
+
+@struct.dataclass
+class NavigationParams(T.TaskParams):
+    max_velocity: jax.Array  # [] m/s
+    max_velocity_near_obstacle: jax.Array  # [] m/s, within safety_distance of an obstacle
+    safety_distance: jax.Array  # [] metres from an obstacle's surface
+    goal_radius: jax.Array  # [] metres: reaching the goal (or the tool)
+    goal_speed: jax.Array  # [] m/s: the agent must arrive at the goal no faster than this
+    obstacle_radius_min: jax.Array  # [] metres
+    obstacle_radius_max: jax.Array  # [] metres
+
+
+@struct.dataclass
+class NavigationState(T.TaskState):
+    pos: jax.Array  # [D] metres
+    vel: jax.Array  # [D] m/s applied last step
+    prev_action: jax.Array  # [D]
+    goal: jax.Array  # [D]
+    tool: jax.Array  # [D]
+    tool_needed: jax.Array  # [] bool
+    has_tool: jax.Array  # [] bool
+    vision: jax.Array  # [] bool
+    workspace: jax.Array  # [D] metres, fixed at reset
+    obstacles: jax.Array  # [M, D] centres
+    radii: jax.Array  # [M]
+    obstacle_mask: jax.Array  # [M] bool
+    collisions: jax.Array  # [] int32 this episode
+
+
+class Navigation(T.TaskEnv):
+    """Point-agent navigation with obstacles (see the module docstring)."""
+
+    components = ("base", "time_penalty", "collision", "completion", "efficiency")
+    task_metrics = ("success", "collisions")
+
+    def __init__(
+        self,
+        dim: int = 2,
+        max_obstacles: int = 12,
+        num_sensed: int = 4,
+        reward: Any = None,
+        **param_overrides: Any,
+    ):
+        if dim not in (2, 3):
+            raise ValueError(f"Navigation: dim={dim!r} is invalid: must be 2 or 3")
+        if (
+            isinstance(max_obstacles, bool)
+            or not isinstance(max_obstacles, int)
+            or max_obstacles < 0
+        ):
+            raise ValueError(f"Navigation: max_obstacles={max_obstacles!r} must be an int >= 0")
+        if isinstance(num_sensed, bool) or not isinstance(num_sensed, int) or num_sensed < 1:
+            raise ValueError(f"Navigation: num_sensed={num_sensed!r} must be an int >= 1")
+        super().__init__(reward)
+        self.dim = dim
+        self.max_obstacles = max_obstacles
+        self.num_sensed = num_sensed
+        self._overrides = dict(param_overrides)
+        self.make_params()  # validate the overrides now
+
+    @property
+    def name(self) -> str:
+        return f"Navigation{self.dim}D"
+
+    def make_params(self, **fields: Any) -> NavigationParams:
+        p = NavigationParams(
+            **T.base_params(dt=0.5, reward_weights=self.default_weights()),
+            max_velocity=jnp.float32(1.0),
+            max_velocity_near_obstacle=jnp.float32(0.5),
+            safety_distance=jnp.float32(0.5),
+            goal_radius=jnp.float32(0.5),
+            goal_speed=jnp.float32(0.25),
+            obstacle_radius_min=jnp.float32(0.3),
+            obstacle_radius_max=jnp.float32(0.6),
+        )
+        return self.with_fields(p, {**self._overrides, **fields}, owner=self.name)
+
+    def observation_space(self, params) -> spaces.Box:
+        d, k = self.dim, self.num_sensed
+        n = d + d + 1 + d + 2 + d + 1 + k * (d + 2)
+        return spaces.Box(-jnp.inf, jnp.inf, (n,), jnp.float32)
+
+    def action_space(self, params) -> spaces.Box:
+        return spaces.Box(-1.0, 1.0, (self.dim,), jnp.float32)
+
+    # ---- reset / step ----------------------------------------------------------------
+
+    def reset_env(self, key, params: NavigationParams):
+        d = self.dim
+        k_pos, k_goal, k_tool, k_obs = jax.random.split(key, 4)
+        ws = params.workspace_size[:d]
+        margin = jnp.minimum(0.5, 0.25 * ws)
+        pos = margin + jax.random.uniform(k_pos, (d,)) * (ws - 2 * margin)
+        # the farther of two random goals: episodes need real travel
+        cand = margin + jax.random.uniform(k_goal, (2, d)) * (ws - 2 * margin)
+        goal = cand[jnp.argmax(jnp.linalg.norm(cand - pos, axis=-1))]
+        tool = margin + jax.random.uniform(k_tool, (d,)) * (ws - 2 * margin)
+        keep = jnp.stack([pos, goal, tool])
+        centres, radii, mask = T.sample_obstacles(
+            k_obs,
+            ws,
+            params.num_obstacles,
+            self.max_obstacles,
+            (params.obstacle_radius_min, params.obstacle_radius_max),
+            keep,
+            clearance=params.goal_radius + 0.2,
+        )
+        state = NavigationState(
+            time=jnp.int32(0),
+            reward_sums=self.zero_sums(),
+            pos=pos,
+            vel=jnp.zeros(d),
+            prev_action=jnp.zeros(d),
+            goal=goal,
+            tool=tool,
+            tool_needed=params.tool_use,
+            has_tool=jnp.bool_(False),
+            vision=params.vision,
+            workspace=ws,
+            obstacles=centres,
+            radii=radii,
+            obstacle_mask=mask,
+            collisions=jnp.int32(0),
+        )
+        return self.observe_state(state, params), state
+
+    def safe_velocity(self, state: NavigationState, action: jax.Array, params) -> jax.Array:
+        """Commanded velocity `[D]` m/s after the near-obstacle speed cap."""
+        v = jnp.clip(action, -1.0, 1.0) * params.max_velocity
+        near = (
+            jnp.min(surface_distance(state), initial=jnp.inf) < params.safety_distance
+            if self.max_obstacles
+            else jnp.bool_(False)
+        )
+        speed = jnp.linalg.norm(v)
+        cap = jnp.where(near, params.max_velocity_near_obstacle, jnp.inf)
+        return v * jnp.minimum(1.0, cap / jnp.maximum(speed, 1e-8))
+
+    def transition(self, key, state: NavigationState, action, params: NavigationParams):
+        action = jnp.clip(jnp.asarray(action, jnp.float32), -1.0, 1.0)
+        v = self.safe_velocity(state, action, params)
+        new_pos, collided = self._move(state, v, params.dt)
+        v_applied = (new_pos - state.pos) / params.dt
+
+        seeking_tool = state.tool_needed & ~state.has_tool
+        target = jnp.where(seeking_tool, state.tool, state.goal)
+        progress = jnp.linalg.norm(state.pos - target) - jnp.linalg.norm(new_pos - target)
+        got_tool = seeking_tool & (jnp.linalg.norm(new_pos - state.tool) < params.goal_radius)
+        has_tool = state.has_tool | got_tool
+        at_goal = (jnp.linalg.norm(new_pos - state.goal) < params.goal_radius) & (
+            jnp.linalg.norm(v_applied) <= params.goal_speed
+        )
+        success = at_goal & (~state.tool_needed | has_tool)
+        collisions = state.collisions + collided.astype(jnp.int32)
+
+        next_state = state.replace(
+            pos=new_pos,
+            vel=v_applied,
+            prev_action=action,
+            has_tool=has_tool,
+            collisions=collisions,
+        )
+        comps = {
+            "base": progress,
+            "time_penalty": jnp.float32(1.0),
+            "collision": collided.astype(jnp.float32),
+            "completion": success.astype(jnp.float32),
+            "efficiency": -jnp.mean((action - state.prev_action) ** 2) / 4.0,
+        }
+        task = {"success": success, "collisions": collisions}
+        # time advances in step_env; observe with the advanced clock
+        obs = self.observe_state(next_state.replace(time=state.time + 1), params)
+        return next_state, obs, success, comps, task
+
+    def _move(self, state: NavigationState, v: jax.Array, dt) -> tuple[jax.Array, jax.Array]:
+        """New position `[D]` and whether the move hit an obstacle (slide, else stay)."""
+        ws = state.workspace
+        proposed = jnp.clip(state.pos + v * dt, 0.0, ws)
+        if not self.max_obstacles:
+            return proposed, jnp.bool_(False)
+        hit = _inside(proposed, state)
+        # slide: drop the motion towards the obstacle that would be hit first
+        sd = jnp.where(state.obstacle_mask, _surface(proposed, state), jnp.inf)
+        j = jnp.argmin(sd)
+        normal = state.pos - state.obstacles[j]
+        normal = normal / jnp.maximum(jnp.linalg.norm(normal), 1e-8)
+        inward = jnp.minimum(jnp.dot(v, normal), 0.0)
+        slid = jnp.clip(state.pos + (v - inward * normal) * dt, 0.0, ws)
+        slid_ok = ~_inside(slid, state)
+        new_pos = jnp.where(hit, jnp.where(slid_ok, slid, state.pos), proposed)
+        return new_pos, hit
+
+    def observe_state(self, state: NavigationState, params: NavigationParams) -> jax.Array:
+        ws = state.workspace
+        scale = jnp.max(ws)
+        rel_goal = state.goal - state.pos
+        sensor = (
+            T.obstacle_sensor(
+                state.pos,
+                state.obstacles,
+                state.radii,
+                state.obstacle_mask,
+                self.num_sensed,
+                scale,
+                state.vision,
+            )
+            if self.max_obstacles
+            else jnp.zeros((self.num_sensed, self.dim + 2))
+        )
+        t_left = 1.0 - state.time.astype(jnp.float32) / T.max_steps(params)
+        return jnp.concatenate(
+            [
+                state.pos / ws * 2.0 - 1.0,
+                rel_goal / scale,
+                jnp.linalg.norm(rel_goal)[None] / scale,
+                jnp.where(state.tool_needed, (state.tool - state.pos) / scale, 0.0),
+                jnp.stack([state.tool_needed, state.has_tool]).astype(jnp.float32),
+                state.vel / params.max_velocity,
+                t_left[None],
+                sensor.reshape(-1),
+            ]
+        ).astype(jnp.float32)
+
+
+def _surface(pos: jax.Array, state: NavigationState) -> jax.Array:
+    return jnp.linalg.norm(state.obstacles - pos, axis=-1) - state.radii
+
+
+def _inside(pos: jax.Array, state: NavigationState) -> jax.Array:
+    return jnp.any(state.obstacle_mask & (_surface(pos, state) < 0.0))
+
+
+def surface_distance(state: NavigationState) -> jax.Array:
+    """`[M]` metres from the agent to each active obstacle's surface (inf if inactive)."""
+    return T.surface_distance(state.pos, state.obstacles, state.radii, state.obstacle_mask)
