@@ -242,7 +242,9 @@ class Curriculum:
         params, fields = [], {}
         for i, s in enumerate(config.stages):
             fields = {**fields, **s.env}
-            params.append(base.with_fields(env_params, fields, owner=f"curriculum.stages[{i}]"))
+            params.append(
+                base.with_fields(env_params, fields, owner=f"curriculum.stages[{i}] ({s.name})")
+            )
             if i:
                 _check_harder(params[i - 1], params[i], i, s.name)
         self.stage_params = params

@@ -16,7 +16,8 @@ The built-in components and the unit of each unweighted value:
 | `collision`    | -0.5             | 1 on a step with a collision                              |
 | `completion`   | 10.0             | 1 on the step the task is completed                       |
 | `exploration`  | 0.5              | newly discovered cells (+ resource value) this step       |
-| `cooperation`  | 2.0              | team cooperation score in [0, 1] (formation kept)         |
+| `cooperation`  | 2.0              | change of the team cooperation score in [0, 1] this step  |
+|                |                  | (formation kept; potential-based, see envs/cooperative)    |
 | `efficiency`   | 1.0              | minus the mean squared action change, in [-1, 0]          |
 
 A user adds a component without editing the env: `with_components(env, {"name": (fn,

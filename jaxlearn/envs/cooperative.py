@@ -14,6 +14,10 @@
   every pair stays at least `min_agent_distance` apart once it is.
 - Vision (when `params.vision`): each agent observes its `num_sensed` nearest obstacles;
   without it that block is zeros.
+- Reward: the `cooperation` component is the change of the team score this step
+  (potential-based shaping). A per-step bonus for the score itself would pay a team more
+  for lingering in formation than for reaching the goal; measured with PPO it did exactly
+  that (success 0.30 while the cooperation sum dominated the return).
 - Ends: terminated when the centroid is within `goal_radius` of the goal with a cooperation
   score >= 0.5 (`task["success"]`), truncated after `time_limit` seconds.
 
@@ -276,7 +280,9 @@ class Cooperative(T.TaskEnv):
             "time_penalty": jnp.float32(1.0),
             "collision": n_cancelled.astype(jnp.float32),
             "completion": success.astype(jnp.float32),
-            "cooperation": team,
+            # potential-based: the change of the team score, so holding formation pays
+            # nothing by itself and the episode sum is final minus initial score
+            "cooperation": team - jnp.mean(self.agent_scores(state.pos, params)),
             "efficiency": -jnp.mean((move - state.prev_move) ** 2) / 4.0,
         }
         task = {

@@ -85,7 +85,7 @@ def test_random_rollouts_keep_invariants(kwargs, fields):
     np.testing.assert_allclose(comp_sum, out["reward"], rtol=1e-5, atol=1e-5)
     assert set(out["comps"]) == set(env.components)
     coop = out["comps"]["cooperation"] / float(params.reward_weights["cooperation"])
-    assert np.all((coop >= 0) & (coop <= 1 + 1e-6))
+    assert np.all((coop >= -1 - 1e-6) & (coop <= 1 + 1e-6))  # change of a score in [0, 1]
     eff = out["comps"]["efficiency"] / float(params.reward_weights["efficiency"])
     assert np.all((eff >= -1 - 1e-6) & (eff <= 0))
     # at a done step the episode sums are that episode's summed rewards
@@ -194,6 +194,28 @@ def test_resolution_holds_in_crowds():
     assert np.any(np.asarray(after) != np.asarray(before))
 
 
+def test_cooperation_component_is_the_change_of_the_team_score():
+    env, params = ENV, ENV.default_params
+    angle = 2 * np.pi * np.arange(3) / 3
+    slots = np.array([2.5, 2.5]) + float(params.formation_radius) * np.stack(
+        [np.cos(angle), np.sin(angle)], -1
+    )
+    # agent 0 starts 0.5 m outside its slot and moves back onto it
+    start = slots.copy()
+    start[0] += [0.5, 0.0]
+    state = _state(env, params, start, goal=[4.5, 4.5])
+    move = np.zeros((3, 2))
+    move[0] = [-1.0, 0.0]  # 1 m/s for dt = 0.5 s: 0.5 m
+    _, nxt, _, _, info = STEP_ENV(jax.random.key(1), state, _action(env, move), params)
+    before = float(np.mean(env.agent_scores(jnp.asarray(start), params)))
+    after = float(np.mean(env.agent_scores(nxt.pos, params)))
+    w = float(params.reward_weights["cooperation"])
+    assert after > before
+    np.testing.assert_allclose(
+        info["reward_components"]["cooperation"], w * (after - before), rtol=1e-4, atol=1e-6
+    )
+
+
 def test_observation_layout_and_perfect_formation():
     env, params = ENV, ENV.make_params(vision=True)  # comm_dim 2, num_sensed 3
     centre = np.array([2.0, 2.5])
@@ -205,8 +227,8 @@ def test_observation_layout_and_perfect_formation():
         jax.random.key(1), state, _action(env, np.zeros((3, 2)), comm), params
     )
     assert not bool(term)
-    w = float(params.reward_weights["cooperation"])
-    np.testing.assert_allclose(info["reward_components"]["cooperation"], w, rtol=1e-5)
+    # held formation: score 1 before and after, so the (potential-based) component is 0
+    np.testing.assert_allclose(info["reward_components"]["cooperation"], 0.0, atol=1e-5)
     np.testing.assert_allclose(info["task"]["agent_cooperation"], np.ones(3), rtol=1e-5)
     obs = np.asarray(obs)
     assert obs.shape == (3, 8 + 2 * (2 + 2) + 3 * 4 + 1)
@@ -252,7 +274,7 @@ def test_reaching_goal_in_formation_terminates_with_success():
     state = _state(env, params, cluster, goal=goal)
     _, _, _, term, info = STEP_ENV(jax.random.key(1), state, _action(env, np.zeros((3, 2))), params)
     assert not bool(term) and not bool(info["task"]["success"])
-    assert float(info["reward_components"]["cooperation"]) < 0.5 * 2.0
+    assert float(info["task"]["cooperation"]) < 0.5
 
 
 def test_param_changes_do_not_retrace():

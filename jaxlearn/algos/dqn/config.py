@@ -17,7 +17,7 @@ from jaxlearn.config import (
     fail,
     hparams_from,
 )
-from jaxlearn.envs import is_registered, make, registered_envs
+from jaxlearn.envs.setup import base_env, check_env_fields
 
 ACTIVATIONS = ("relu", "tanh", "gelu", "silu", "elu")
 LOSSES = ("huber", "mse")
@@ -70,6 +70,12 @@ class DQNConfig:
     per_beta_end: float = 1.0  # reached at the last gradient step
     per_eps: float = 1e-6
     rollout_unroll: int = 1  # lax.scan unroll of the env-step loop (speed only)
+    # task envs (jaxlearn.envs.setup): constructor kwargs, param and reward-weight
+    # overrides, and an optional curriculum ("default" or a stage table)
+    env_kwargs: dict | None = None
+    env_params: dict | None = None
+    reward_weights: dict | None = None
+    curriculum: dict | str | None = None
 
     def __post_init__(self):
         name = type(self).__name__
@@ -151,8 +157,7 @@ class DQNConfig:
         for f in ("double_dqn", "prioritized"):
             if not isinstance(getattr(self, f), bool):
                 fail(name, f, getattr(self, f), "must be a bool (true/false)")
-        if not is_registered(self.env):
-            fail(name, "env", self.env, f"must be a registered env: {', '.join(registered_envs())}")
+        check_env_fields(self)
         space = self.action_space()
         if not isinstance(space, spaces.Discrete):
             fail(
@@ -163,7 +168,7 @@ class DQNConfig:
             )
 
     def action_space(self) -> spaces.Space:
-        env, params = make(self.env)
+        env, params = base_env(self)
         return spaces.from_gymnax(env.action_space(params))
 
     @property

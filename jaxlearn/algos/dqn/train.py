@@ -28,7 +28,7 @@ import optax
 from flax import struct
 
 from jaxlearn import spaces
-from jaxlearn.algos.base import Learner, make_train_fn
+from jaxlearn.algos.base import Learner, episode_extras, make_train_fn
 from jaxlearn.algos.dqn.config import DQNConfig, DQNHParams
 from jaxlearn.algos.dqn.exploration import (
     epsilon_greedy,
@@ -41,7 +41,8 @@ from jaxlearn.algos.dqn.losses import double_q_target, dqn_loss, q_learning_targ
 from jaxlearn.algos.dqn.networks import QNetwork
 from jaxlearn.algos.dqn.nstep import NStepWindow, Step, Transition, window_init, window_push
 from jaxlearn.buffers import prioritized_buffer, uniform_buffer
-from jaxlearn.envs import make_vec
+from jaxlearn.curriculum import episode_outcomes
+from jaxlearn.envs.setup import build_env
 
 
 @struct.dataclass
@@ -58,6 +59,7 @@ class DQNState:
     key: jax.Array
     update_step: jax.Array  # [] int32 updates done so far
     episodes: jax.Array  # [] int32 episodes finished so far (exponential epsilon)
+    curriculum: Any = None  # CurriculumState when the config has a curriculum
 
 
 class Agent(NamedTuple):
@@ -199,7 +201,7 @@ def _where(pred: jax.Array, on_true: Any, on_false: Any) -> Any:
 
 def make_learner(config: DQNConfig) -> Learner:
     """DQN as `init(key, hparams)` / `update(state, hparams)` over a `DQNState`."""
-    env, env_params = make_vec(config.env, config.num_envs)
+    env, env_params, curriculum = build_env(config, config.num_envs)
     agent = make_agent(config, env, env_params)
     tx = make_optimizer(config)
     buffer = make_replay(config)
@@ -214,7 +216,8 @@ def make_learner(config: DQNConfig) -> Learner:
     def init(key: jax.Array, hparams: DQNHParams) -> DQNState:
         del hparams  # nothing in the initial state depends on them
         k_net, k_env, k_run = jax.random.split(key, 3)
-        obs, env_state = env.reset(k_env, env_params)
+        c_state = None if curriculum is None else curriculum.init()
+        obs, env_state = env.reset(k_env, params_of(c_state))
         params = agent.network.init(k_net, obs[:1])
         no = jnp.zeros((num_envs,), bool)
         example_step = Step(
@@ -240,10 +243,16 @@ def make_learner(config: DQNConfig) -> Learner:
             key=k_run,
             update_step=jnp.int32(0),
             episodes=jnp.int32(0),
+            curriculum=c_state,
         )
+
+    def params_of(c_state: Any) -> Any:
+        """The env params now: fixed, or the curriculum's current stage."""
+        return env_params if curriculum is None else curriculum.env_params(c_state)
 
     def rollout(state: DQNState, hparams: DQNHParams, k_noise: jax.Array, env_keys: jax.Array):
         first_env_step = state.update_step * config.train_frequency
+        stage_params = params_of(state.curriculum)
 
         def env_step(carry, xs):
             env_state, obs, window, episodes, ep_stats = carry
@@ -252,7 +261,7 @@ def make_learner(config: DQNConfig) -> Learner:
             q = agent.q_values(state.params, obs)
             action = epsilon_greedy_with_noise(q, epsilon, noise)
             next_obs, env_state, reward, terminated, truncated, info = env.step(
-                k_env, env_state, action, env_params
+                k_env, env_state, action, stage_params
             )
             step = Step(
                 obs=obs,
@@ -270,18 +279,19 @@ def make_learner(config: DQNConfig) -> Learner:
                 ep_stats[2] + jnp.sum(ep_done.astype(jnp.int32)),
             )
             episodes = episodes + jnp.sum(ep_done.astype(jnp.int32))
-            return (env_state, next_obs, window, episodes, ep_stats), (transition, epsilon)
+            episode = (ep_done, info["episode_return"], episode_extras(info))
+            return (env_state, next_obs, window, episodes, ep_stats), (transition, epsilon, episode)
 
         noise = exploration_noise(k_noise, (steps_per_env, num_envs), num_actions)
         xs = (jnp.arange(steps_per_env), env_keys, noise)
         zero_stats = (jnp.float32(0.0), jnp.int32(0), jnp.int32(0))
         carry = (state.env_state, state.obs, state.window, state.episodes, zero_stats)
-        carry, (transitions, epsilons) = jax.lax.scan(
+        carry, (transitions, epsilons, episodes) = jax.lax.scan(
             env_step, carry, xs, unroll=config.rollout_unroll
         )
         # [steps_per_env, num_envs, ...] -> [train_frequency, ...]
         transitions = jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), transitions)
-        return carry, transitions, epsilons[-1]
+        return carry, transitions, epsilons[-1], episodes
 
     def learn(state: DQNState, buffer_state: Any, hparams: DQNHParams, keys: jax.Array):
         do_learn = (state.update_step >= first_learning_update) & buffer.can_sample(buffer_state)
@@ -335,7 +345,9 @@ def make_learner(config: DQNConfig) -> Learner:
         keys = jax.random.split(state.key, 2 + steps_per_env + config.gradient_steps)
         key, k_noise = keys[0], keys[1]
         env_keys, learn_keys = keys[2 : 2 + steps_per_env], keys[2 + steps_per_env :]
-        carry, transitions, epsilon = rollout(state, hparams, k_noise, env_keys)
+        carry, transitions, epsilon, (ep_done, ep_return, extras) = rollout(
+            state, hparams, k_noise, env_keys
+        )
         env_state, obs, window, episodes, (ret_sum, len_sum, ep_count) = carry
         buffer_state = buffer.add(state.buffer, transitions)
         params, opt_state, buffer_state, metrics = learn(state, buffer_state, hparams, learn_keys)
@@ -352,6 +364,13 @@ def make_learner(config: DQNConfig) -> Learner:
             episode_count=ep_count.astype(jnp.float32),
             epsilon=epsilon,
         )
+        done_f = ep_done.astype(jnp.float32)
+        metrics.update({f"episode_{k}_sum": jnp.sum(v * done_f) for k, v in extras.items()})
+        c_state = state.curriculum
+        if curriculum is not None:
+            outcomes = episode_outcomes(ep_return, extras)
+            c_state = curriculum.update(c_state, ep_done, outcomes)
+            metrics.update(curriculum.metrics(c_state))
         new_state = DQNState(
             params=params,
             target_params=target_params,
@@ -363,11 +382,17 @@ def make_learner(config: DQNConfig) -> Learner:
             key=key,
             update_step=state.update_step + 1,
             episodes=episodes,
+            curriculum=c_state,
         )
         return new_state, metrics
 
     return Learner(
-        init, learner_update, config.num_updates, config.train_frequency, config.hparams()
+        init,
+        learner_update,
+        config.num_updates,
+        config.train_frequency,
+        config.hparams(),
+        curriculum,
     )
 
 

@@ -64,6 +64,7 @@ class Policy(NamedTuple):
     evaluate: Any  # (params, obs, action) -> (log_prob, entropy, value)
     to_env: Any  # action -> env action (clipped/squashed into the Box)
     act_greedy: Any  # (params, obs) -> env action (argmax or mean, for evaluation)
+    value: Any  # (params, obs) -> V(obs) [...]
 
 
 def make_policy(config: PPOConfig, env: Any, env_params: Any) -> Policy:
@@ -87,6 +88,9 @@ def make_policy(config: PPOConfig, env: Any, env_params: Any) -> Policy:
         log_std_init=config.log_std_init,
     )
 
+    def value_fn(params, obs):
+        return net.apply(params, obs, method=ActorCritic.value)
+
     if discrete:
 
         def sample(key, params, obs):
@@ -104,7 +108,7 @@ def make_policy(config: PPOConfig, env: Any, env_params: Any) -> Policy:
         def act_greedy(params, obs):
             return D.categorical_mode(net.apply(params, obs, method=ActorCritic.policy))
 
-        return Policy(net, sample, evaluate, to_env, act_greedy)
+        return Policy(net, sample, evaluate, to_env, act_greedy, value_fn)
 
     low = jnp.asarray(space.low, jnp.float32)
     high = jnp.asarray(space.high, jnp.float32)
@@ -133,7 +137,7 @@ def make_policy(config: PPOConfig, env: Any, env_params: Any) -> Policy:
         mean, _ = net.apply(params, obs, method=ActorCritic.policy)
         return to_env(mean)
 
-    return Policy(net, sample, evaluate, to_env, act_greedy)
+    return Policy(net, sample, evaluate, to_env, act_greedy, value_fn)
 
 
 def _box_to_env(u: jax.Array, low: jax.Array, high: jax.Array, squash: bool) -> jax.Array:
@@ -285,7 +289,10 @@ def make_factored_policy(
         d = jnp.stack(disc, -1) if disc else jnp.zeros((*batch, 0), jnp.int32)
         return to_env({"discrete": d, "continuous": mean})
 
-    return Policy(net, sample, evaluate, to_env, act_greedy)
+    def value_fn(params, obs):
+        return team_value(net.apply(params, obs, method=ActorCritic.value))
+
+    return Policy(net, sample, evaluate, to_env, act_greedy, value_fn)
 
 
 def _adam(config: PPOConfig) -> optax.GradientTransformation:
@@ -425,7 +432,7 @@ def make_learner(config: PPOConfig) -> Learner:
             unroll=config.rollout_unroll,
         )
         # V of the observation each step led to (pre-reset), in one batched pass.
-        next_values = policy.network.apply(state.params, traj.final_obs, method=ActorCritic.value)
+        next_values = policy.value(state.params, traj.final_obs)
         advantages, targets = gae(
             traj.reward,
             traj.value,
@@ -435,7 +442,7 @@ def make_learner(config: PPOConfig) -> Learner:
             hparams.gamma,
             hparams.gae_lambda,
         )
-        flat = lambda x: x.reshape(-1, *x.shape[2:])
+        flat = lambda x: x.reshape(x.shape[0] * x.shape[1], *x.shape[2:])
         batch = PPOBatch(
             obs=flat(traj.obs),
             action=jax.tree.map(flat, traj.action),
