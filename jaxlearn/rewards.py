@@ -94,7 +94,7 @@ def override_weights(params: Any, overrides: Mapping[str, float], owner: str = "
     current = dict(params.reward_weights)
     for name, value in overrides.items():
         if name not in current:
-            fail(owner, name, value, f"is not a reward component of this env: {list(current)}")
+            fail(owner, name, value, f"must name a reward component of this env: {list(current)}")
         if isinstance(value, bool) or not isinstance(value, int | float):
             fail(owner, name, value, "must be a number")
         current[name] = jnp.float32(value)

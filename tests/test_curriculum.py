@@ -166,7 +166,9 @@ def test_invalid_curricula_are_rejected_by_the_ppo_config(spec, match):
 def test_curriculum_limits_follow_env_kwargs():
     spec = two(b={"num_obstacles": 5})
     PPOConfig(env=NAV, curriculum=spec)  # fine with the default max_obstacles=12
-    with pytest.raises(ValueError, match=r"stages\[1\] \(B\): num_obstacles=5 is invalid.*\[0, 4\]"):
+    with pytest.raises(
+        ValueError, match=r"stages\[1\] \(B\): num_obstacles=5 is invalid.*\[0, 4\]"
+    ):
         PPOConfig(env=NAV, env_kwargs={"max_obstacles": 4}, curriculum=spec)
 
 

@@ -1,9 +1,10 @@
 """Navigation: a point agent reaches a goal among spherical obstacles, in 2-D or 3-D.
 
 - Workspace: the box `[0, workspace_size]` metres (x, y; and z in 3-D).
-- Action: a velocity command in `Box(-1, 1, (dim,))`, scaled by `max_velocity` (m/s) and
-  applied for `dt` seconds. Within `safety_distance` metres of an obstacle's surface the
-  speed is capped at `max_velocity_near_obstacle` (the safety constraint).
+- Action: a velocity command in `Box(-1, 1, (dim,))`, scaled by `max_velocity` (m/s, the
+  speed is capped at `max_velocity`) and applied for `dt` seconds. Within
+  `safety_distance` metres of an obstacle's surface the speed is capped at
+  `max_velocity_near_obstacle` (the safety constraint).
 - Collision: a move that would enter an obstacle slides along its surface (the inward part
   of the motion is removed), or is cancelled if it would still collide; either way the step
   counts one collision. Walls clip the position without a collision.
@@ -100,7 +101,11 @@ class Navigation(T.TaskEnv):
 
     def make_params(self, **fields: Any) -> NavigationParams:
         p = NavigationParams(
-            **T.base_params(dt=0.5, reward_weights=self.default_weights()),
+            **T.base_params(
+                dt=0.5,
+                num_obstacles=min(3, self.max_obstacles),
+                reward_weights=self.default_weights(),
+            ),
             max_velocity=jnp.float32(1.0),
             max_velocity_near_obstacle=jnp.float32(0.5),
             safety_distance=jnp.float32(0.5),
@@ -110,6 +115,23 @@ class Navigation(T.TaskEnv):
             obstacle_radius_max=jnp.float32(0.6),
         )
         return self.with_fields(p, {**self._overrides, **fields}, owner=self.name)
+
+    def check_limits(self, params: NavigationParams, owner: str = "env") -> None:
+        super().check_limits(params, owner)
+        for name in ("max_velocity", "max_velocity_near_obstacle", "goal_radius"):
+            v = float(getattr(params, name))
+            if not v > 0:
+                raise ValueError(f"{owner}: {name}={v} is invalid: must be > 0")
+        for name in ("safety_distance", "goal_speed"):
+            v = float(getattr(params, name))
+            if not v >= 0:
+                raise ValueError(f"{owner}: {name}={v} is invalid: must be >= 0")
+        lo, hi = float(params.obstacle_radius_min), float(params.obstacle_radius_max)
+        if not 0 < lo <= hi:
+            raise ValueError(
+                f"{owner}: obstacle_radius_min={lo}, obstacle_radius_max={hi} are invalid: "
+                "need 0 < obstacle_radius_min <= obstacle_radius_max"
+            )
 
     def observation_space(self, params) -> spaces.Box:
         d, k = self.dim, self.num_sensed
@@ -163,6 +185,8 @@ class Navigation(T.TaskEnv):
     def safe_velocity(self, state: NavigationState, action: jax.Array, params) -> jax.Array:
         """Commanded velocity `[D]` m/s after the near-obstacle speed cap."""
         v = jnp.clip(action, -1.0, 1.0) * params.max_velocity
+        speed = jnp.linalg.norm(v)
+        v = v * jnp.minimum(1.0, params.max_velocity / jnp.maximum(speed, 1e-8))
         near = (
             jnp.min(surface_distance(state), initial=jnp.inf) < params.safety_distance
             if self.max_obstacles
