@@ -24,7 +24,14 @@ import yaml
 
 from jaxlearn import algos
 from jaxlearn.algos.base import Learner
-from jaxlearn.config import check_choice, check_positive_int, check_range, from_dict, to_dict
+from jaxlearn.config import (
+    check_choice,
+    check_nonnegative_int,
+    check_positive_int,
+    check_range,
+    from_dict,
+    to_dict,
+)
 from jaxlearn.logging import (
     MetricLogger,
     final_episode_metrics,
@@ -43,10 +50,14 @@ class RunConfig:
     num_seeds: int = 1
     num_chunks: int = 20  # host reports between chunks; more chunks = finer progress
     final_fraction: float = 0.05  # final_return_* average the last 5% of training
+    checkpoint_every: int = 0  # updates between checkpoints (0: at the end of every chunk)
+    keep_checkpoints: int = 3  # newest checkpoints kept (plus the best by eval return)
+    eval_episodes: int = 16  # greedy episodes per seed at each checkpoint (0: no evaluation)
 
     def __post_init__(self):
         check_choice(self, "algo", sorted(algos.ALGOS))
-        check_positive_int(self, "num_seeds", "num_chunks")
+        check_positive_int(self, "num_seeds", "num_chunks", "keep_checkpoints")
+        check_nonnegative_int(self, "checkpoint_every", "eval_episodes")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"RunConfig.seed={self.seed!r} is invalid: must be an integer >= 0")
         check_range(self, "final_fraction", 0.0, 1.0, low_open=True)
@@ -150,48 +161,150 @@ def new_run_dir(out: str | None, algo: str, env: str) -> str:
             path, i = f"{base}-{i}", i + 1
 
 
+class DivergenceError(RuntimeError):
+    """Training produced NaN or Inf in the loss or the parameters."""
+
+
+CHECKPOINT_DIR = "checkpoints"
+
+
 def run(
     run_cfg: RunConfig,
     algo_cfg: Any,
     out: str | None = None,
     *,
     log: Callable[[str], None] | None = None,
+    stop_after_chunks: int | None = None,
 ) -> dict[str, Any]:
-    """Train `num_seeds` agents of `algo_cfg` and write the run folder. Returns metrics.json."""
-    log = log or (lambda s: print(s, file=sys.stderr, flush=True))
+    """Train `num_seeds` agents of `algo_cfg` and write the run folder. Returns metrics.json.
+
+    `stop_after_chunks` ends the run early after that many chunks, as an interruption
+    would (its checkpoint can be resumed with `resume`).
+    """
     _, make_learner = algos.ALGOS[run_cfg.algo]
     learner = make_learner(algo_cfg)  # validated config -> learner; nothing compiled yet
     run_dir = new_run_dir(out, run_cfg.algo, algo_cfg.env)
     resolved = {**to_dict(run_cfg), **to_dict(algo_cfg)}
     with open(os.path.join(run_dir, "config.yaml"), "w") as f:
         yaml.safe_dump(resolved, f, sort_keys=False)
+    return _loop(run_dir, run_cfg, algo_cfg, learner, None, log, stop_after_chunks)
 
+
+def resume(
+    run_dir: str,
+    *,
+    log: Callable[[str], None] | None = None,
+    stop_after_chunks: int | None = None,
+) -> dict[str, Any]:
+    """Continue the run in `run_dir` from its newest valid checkpoint.
+
+    The continuation is bit-identical to an uninterrupted run on the same device: the
+    same chunks run on the restored state (keys, env states, buffers, optimizer state).
+    A newer checkpoint that fails its integrity check is skipped with a warning and left
+    in place; older good ones are used.
+    """
+    log = log or (lambda s: print(s, file=sys.stderr, flush=True))
+    path = os.path.join(run_dir, "config.yaml")
+    if not os.path.isfile(path):
+        raise ValueError(f"--resume {run_dir!r}: no config.yaml there; is it a run folder?")
+    if os.path.exists(os.path.join(run_dir, "metrics.json")):
+        raise ValueError(f"--resume {run_dir!r}: this run already finished (metrics.json exists)")
+    if not os.path.isdir(os.path.join(run_dir, CHECKPOINT_DIR)):
+        raise ValueError(f"--resume {run_dir!r}: no checkpoints folder; nothing to resume")
+    run_cfg, algo_cfg = resolve_config(config_file=path)
+    _, make_learner = algos.ALGOS[run_cfg.algo]
+    learner = make_learner(algo_cfg)
+    return _loop(run_dir, run_cfg, algo_cfg, learner, "resume", log, stop_after_chunks)
+
+
+def _loop(
+    run_dir: str,
+    run_cfg: RunConfig,
+    algo_cfg: Any,
+    learner: Learner,
+    mode: str | None,
+    log: Callable[[str], None] | None,
+    stop_after_chunks: int | None,
+) -> dict[str, Any]:
+    from jaxlearn.checkpoint import Checkpointer
+
+    log = log or (lambda s: print(s, file=sys.stderr, flush=True))
+    resolved = {**to_dict(run_cfg), **to_dict(algo_cfg)}
     num_updates = learner.num_updates
     chunk_size = choose_chunk_size(num_updates, run_cfg.num_chunks)
     num_calls = math.ceil(num_updates / chunk_size)
     steps_per_update = learner.env_steps_per_update
     hparams = learner.hparams
     keys = jax.random.split(jax.random.key(run_cfg.seed), run_cfg.num_seeds)
+    eval_keys = jax.random.split(
+        jax.random.fold_in(jax.random.key(run_cfg.seed), 1), run_cfg.num_seeds
+    )
+    ckpt = Checkpointer(os.path.join(run_dir, CHECKPOINT_DIR), keep=run_cfg.keep_checkpoints)
 
     t0 = time.perf_counter()
     init = jax.jit(jax.vmap(learner.init, in_axes=(0, None))).lower(keys, hparams).compile()
-    state = init(keys, hparams)
+    done_updates = 0
+    all_metrics: list[dict[str, np.ndarray]] = []
+    if mode == "resume":
+        like = jax.eval_shape(jax.vmap(learner.init, in_axes=(0, None)), keys, hparams)
+        state, history, record, skipped = ckpt.restore_latest_valid(
+            like, algo=run_cfg.algo, config=resolved
+        )
+        for step, reason in skipped:
+            log(f"WARNING: skipped checkpoint {step}: {reason}")
+        done_updates = int(record["step"])
+        if history:
+            all_metrics.append(history)
+        log(f"[resume] {run_dir}: restored update {done_updates}/{num_updates}")
+    else:
+        state = init(keys, hparams)
     chunk = jax.jit(
         jax.vmap(make_chunk(learner, chunk_size), in_axes=(0, None, None)), donate_argnums=0
     )
     chunk = chunk.lower(state, hparams, jnp.int32(chunk_size)).compile()
+    evaluate = None
+    if run_cfg.eval_episodes and learner.evaluate is not None:
+        n = run_cfg.eval_episodes
+        evaluate = jax.jit(jax.vmap(lambda s, k: learner.evaluate(s, k, n)))
     compile_seconds = time.perf_counter() - t0
     log(
         f"[{run_cfg.algo} {algo_cfg.env}] {run_cfg.num_seeds} seed(s), {num_updates} updates "
         f"in {num_calls} chunks; compiled in {compile_seconds:.1f}s; run folder {run_dir}"
     )
 
+    def save(step: int) -> None:
+        eval_return = None
+        extra = {}
+        if evaluate is not None:
+            result = jax.device_get(evaluate(state, eval_keys))
+            eval_return = float(np.mean(result["returns"]))
+            extra["eval"] = {
+                "return_mean": eval_return,
+                "return_per_seed": np.mean(result["returns"], axis=1).tolist(),
+                "episodes_per_seed": run_cfg.eval_episodes,
+            }
+        history = {k: np.concatenate([m[k] for m in all_metrics], axis=1) for k in all_metrics[0]}
+        ckpt.save(
+            step,
+            state,
+            algo=run_cfg.algo,
+            config=resolved,
+            history=history,
+            eval_return=eval_return,
+            extra=extra,
+        )
+        msg = f"  checkpoint {step}"
+        if eval_return is not None:
+            msg += f"  eval return {eval_return:.2f}"
+        log(msg)
+
     logger = MetricLogger(run_dir)
-    all_metrics: list[dict[str, np.ndarray]] = []
     run_seconds = 0.0
-    done_updates = 0
+    every = run_cfg.checkpoint_every
+    first_call = done_updates // chunk_size
+    calls_done = 0
     try:
-        for c in range(num_calls):
+        for c in range(first_call, num_calls):
             active = min(chunk_size, num_updates - done_updates)
             t = time.perf_counter()
             state, metrics = chunk(state, hparams, jnp.int32(active))
@@ -199,8 +312,10 @@ def run(
             dt = time.perf_counter() - t
             run_seconds += dt
             metrics = {k: np.asarray(v)[:, :active] for k, v in metrics.items()}  # [S, K]
+            _check_finite(metrics, done_updates, run_dir, ckpt)
             all_metrics.append(metrics)
             first_step = done_updates * steps_per_update
+            before = done_updates
             done_updates += active
             logger.log_chunk(metrics, first_step, steps_per_update)
             env_steps = done_updates * steps_per_update
@@ -211,8 +326,17 @@ def run(
                 f"  chunk {c + 1}/{num_calls}  step {env_steps:,}/{total:,}"
                 f"  {sps:,.0f} steps/s  return {ret:.2f}"
             )
+            last = done_updates == num_updates
+            if last or not every or done_updates // every > before // every:
+                save(done_updates)
+            calls_done += 1
+            if stop_after_chunks is not None and calls_done >= stop_after_chunks and not last:
+                ckpt.close()
+                log(f"[stopped] after {calls_done} chunk(s); resume with --resume {run_dir}")
+                return {"run_dir": run_dir, "stopped_at_update": done_updates}
     finally:
         logger.close()
+    ckpt.close()
 
     stacked = {k: np.concatenate([m[k] for m in all_metrics], axis=1) for k in all_metrics[0]}
     per_seed = final_returns(stacked, run_cfg.final_fraction)
@@ -224,13 +348,17 @@ def run(
         "seed": run_cfg.seed,
         "total_timesteps": total_steps,
         "num_updates": num_updates,
-        "env_steps_per_second": run_cfg.num_seeds * total_steps / max(run_seconds, 1e-9),
+        "env_steps_per_second": run_cfg.num_seeds
+        * (num_updates - first_call * chunk_size)
+        * steps_per_update
+        / max(run_seconds, 1e-9),
         "run_seconds": run_seconds,
         "compile_seconds": compile_seconds,
         "final_return_mean": float(np.nanmean(per_seed)),
         "final_return_min": float(np.nanmin(per_seed)),
         "final_return_per_seed": [float(x) for x in per_seed],
         "final_episode_metrics": final_episode_metrics(stacked, run_cfg.final_fraction),
+        "resumed": mode == "resume",
         "device": str(jax.devices()[0].device_kind),
         "jax_version": jax.__version__,
     }
@@ -259,6 +387,27 @@ def run(
     )
     summary["run_dir"] = run_dir
     return summary
+
+
+def _check_finite(metrics: dict[str, np.ndarray], done_updates: int, run_dir: str, ckpt) -> None:
+    """Stop with DivergenceError if any update of the chunk flagged NaN/Inf."""
+    flag = metrics.get("nonfinite")
+    if flag is None or not np.any(flag):
+        return
+    seed, k = np.argwhere(flag > 0)[0]
+    ckpt.close()
+    last = ckpt.latest_step()
+    where = (
+        f"the last good checkpoint is update {last} in {ckpt.directory}"
+        if last is not None
+        else "no checkpoint was saved yet"
+    )
+    raise DivergenceError(
+        f"training diverged: NaN or Inf in the loss or parameters at update "
+        f"{done_updates + int(k) + 1} (seed {int(seed)}); stopped without saving; {where}. "
+        f"Lower the learning rate (or check the reward scale) and start a new run; "
+        f"{run_dir} keeps its logs and checkpoints"
+    )
 
 
 def _curriculum_summary(curriculum: Any, state: Any, steps_per_update: int) -> dict[str, Any]:

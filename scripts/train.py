@@ -2,6 +2,7 @@
 """Train an agent: `python scripts/train.py [--algo ppo] [--env CartPole-v1] [...]`.
 
 With no arguments: PPO on CartPole-v1 with CleanRL's classic settings, one seed.
+`--resume RUN_DIR` continues an interrupted run from its newest valid checkpoint.
 Sources of settings, later ones winning: the algorithm's defaults, `--config FILE`, the
 dedicated flags (`--env`, `--num-seeds`, ...), then each `--set field=value`.
 """
@@ -29,6 +30,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", metavar="RUN_DIR", help="run folder to create (must not exist)")
     p.add_argument("--config", metavar="FILE", help="YAML, e.g. experiments/ppo_cartpole.yaml")
     p.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue this run from its newest valid checkpoint (no other flags)",
+    )
+    p.add_argument(
         "--set",
         metavar="FIELD=VALUE",
         action="append",
@@ -40,8 +46,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    from jaxlearn.checkpoint import CheckpointError
     from jaxlearn.config import parse_set
-    from jaxlearn.runner import resolve_config, run
+    from jaxlearn.runner import DivergenceError, resolve_config, resume, run
+
+    if args.resume is not None:
+        given = [f"--{k.replace('_', '-')}" for k, v in vars(args).items() if k != "resume" and v]
+        if given:
+            print(
+                f"error: --resume takes no other flags (got {', '.join(given)}): a resumed "
+                "run keeps the config it was started with",
+                file=sys.stderr,
+            )
+            return 2
+        try:
+            summary = resume(args.resume)
+        except (ValueError, CheckpointError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        except DivergenceError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 3
+        return _report(summary)
 
     overrides: dict = {}
     for flag, field in [
@@ -64,7 +90,15 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileExistsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    summary = run(run_cfg, algo_cfg, out=args.out)
+    try:
+        summary = run(run_cfg, algo_cfg, out=args.out)
+    except DivergenceError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
+    return _report(summary)
+
+
+def _report(summary: dict) -> int:
     print(
         json.dumps(
             {

@@ -39,6 +39,8 @@ class Learner(NamedTuple):
         hparams: the config's default hyperparameters as a pytree of arrays.
         curriculum: the `jaxlearn.curriculum.Curriculum` the learner advances (or None); its
             state is the train state's `curriculum` field.
+        evaluate: `(state, key, num_episodes) -> dict` greedy evaluation of one seed's
+            policy (`jaxlearn.evaluation.evaluate` output), on the env params it trains on.
     """
 
     init: Callable[[jax.Array, Any], Any]
@@ -47,6 +49,7 @@ class Learner(NamedTuple):
     env_steps_per_update: int
     hparams: Any
     curriculum: Any = None
+    evaluate: Callable[[Any, jax.Array, int], dict[str, jax.Array]] | None = None
 
 
 def scan_updates(learner: Learner, state: Any, hparams: Any, num: int, unroll: int = 1):
@@ -63,3 +66,13 @@ def make_train_fn(learner: Learner) -> Callable[..., tuple[Any, dict[str, jax.Ar
         return scan_updates(learner, state, hp, learner.num_updates)
 
     return train
+
+
+def all_finite(tree: Any) -> jax.Array:
+    """`[]` bool: every floating leaf of `tree` is free of NaN and Inf."""
+    leaves = [
+        jnp.all(jnp.isfinite(x))
+        for x in jax.tree.leaves(tree)
+        if jnp.issubdtype(jnp.asarray(x).dtype, jnp.floating)
+    ]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)

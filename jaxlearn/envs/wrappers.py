@@ -277,3 +277,18 @@ class ClipReward(Wrapper):
     def step(self, key, state, action, params):
         obs, state, reward, terminated, truncated, info = self._env.step(key, state, action, params)
         return obs, state, jnp.clip(reward, self.low, self.high), terminated, truncated, info
+
+
+def observation_normalizer(env: Any, state: Any):
+    """`obs -> normalised obs` with the statistics held in `state` by the
+    `NormalizeObservation` wrapper of `env` (None if `env` has none). For evaluating a
+    policy trained on normalised observations in an unwrapped env."""
+    wrapper, inner = env, state
+    while isinstance(wrapper, Wrapper):
+        if isinstance(wrapper, NormalizeObservation):
+            stats = inner.obs_stats
+            return lambda obs: wrapper._normalize(obs, stats)
+        if hasattr(inner, "env_state") and not isinstance(wrapper, VecEnv | ClipReward):
+            inner = inner.env_state
+        wrapper = wrapper._env
+    return None

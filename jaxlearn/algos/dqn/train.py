@@ -28,7 +28,7 @@ import optax
 from flax import struct
 
 from jaxlearn import spaces
-from jaxlearn.algos.base import Learner, episode_extras, make_train_fn
+from jaxlearn.algos.base import Learner, all_finite, episode_extras, make_train_fn
 from jaxlearn.algos.dqn.config import DQNConfig, DQNHParams
 from jaxlearn.algos.dqn.exploration import (
     epsilon_greedy,
@@ -42,7 +42,8 @@ from jaxlearn.algos.dqn.networks import QNetwork
 from jaxlearn.algos.dqn.nstep import NStepWindow, Step, Transition, window_init, window_push
 from jaxlearn.buffers import prioritized_buffer, uniform_buffer
 from jaxlearn.curriculum import episode_outcomes
-from jaxlearn.envs.setup import build_env
+from jaxlearn.envs.setup import base_env, build_env
+from jaxlearn.evaluation import evaluate
 
 
 @struct.dataclass
@@ -364,6 +365,8 @@ def make_learner(config: DQNConfig) -> Learner:
             episode_count=ep_count.astype(jnp.float32),
             epsilon=epsilon,
         )
+        finite = jnp.isfinite(metrics["loss"]) & all_finite(params)
+        metrics["nonfinite"] = (~finite).astype(jnp.float32)
         done_f = ep_done.astype(jnp.float32)
         metrics.update({f"episode_{k}_sum": jnp.sum(v * done_f) for k, v in extras.items()})
         c_state = state.curriculum
@@ -386,6 +389,13 @@ def make_learner(config: DQNConfig) -> Learner:
         )
         return new_state, metrics
 
+    eval_env, _ = base_env(config)
+
+    def evaluate_fn(state: DQNState, key: jax.Array, num_episodes: int) -> dict:
+        """Greedy episodes of this seed's Q-network on its current env params."""
+        env_params = params_of(state.curriculum)
+        return evaluate(agent.greedy_action, state.params, eval_env, env_params, key, num_episodes)
+
     return Learner(
         init,
         learner_update,
@@ -393,6 +403,7 @@ def make_learner(config: DQNConfig) -> Learner:
         config.train_frequency,
         config.hparams(),
         curriculum,
+        evaluate_fn,
     )
 
 
