@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import math
 import os
 from typing import Any
 
@@ -40,19 +41,35 @@ def _is_key(x: Any) -> bool:
     return hasattr(x, "dtype") and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
 
 
+def _empty(x: Any) -> bool:
+    return not _is_key(x) and math.prod(np.shape(x)) == 0
+
+
 def to_savable(tree: Any) -> Any:
-    """Typed PRNG keys -> their raw uint32 data (Orbax stores plain arrays)."""
-    return jax.tree.map(lambda x: jax.random.key_data(x) if _is_key(x) else x, tree)
+    """Typed PRNG keys -> their raw uint32 data, and zero-size arrays (which Orbax refuses)
+    -> a `[]` zero of the same dtype; `from_savable` undoes both."""
+
+    def conv(x):
+        if _is_key(x):
+            return jax.random.key_data(x)
+        if _empty(x):
+            return np.zeros((), x.dtype)
+        return x
+
+    return jax.tree.map(conv, tree)
 
 
 def from_savable(tree: Any, like: Any) -> Any:
-    """Inverse of `to_savable`, with key implementations taken from `like`."""
-    # the key dtype carries its implementation, for concrete and abstract leaves alike
-    return jax.tree.map(
-        lambda x, ref: jax.random.wrap_key_data(x, impl=ref.dtype._impl) if _is_key(ref) else x,
-        tree,
-        like,
-    )
+    """Inverse of `to_savable`, with key implementations and empty shapes from `like`."""
+
+    def conv(x, ref):
+        if _is_key(ref):  # the key dtype carries its implementation, concrete or abstract
+            return jax.random.wrap_key_data(x, impl=ref.dtype._impl)
+        if _empty(ref):
+            return np.zeros(np.shape(ref), ref.dtype)
+        return x
+
+    return jax.tree.map(conv, tree, like)
 
 
 def _abstract(tree: Any) -> Any:
@@ -61,6 +78,8 @@ def _abstract(tree: Any) -> Any:
     def conv(x):
         if _is_key(x):
             return jax.eval_shape(jax.random.key_data, x)
+        if _empty(x):
+            return jax.ShapeDtypeStruct((), x.dtype)
         return jax.ShapeDtypeStruct(np.shape(x), x.dtype)
 
     return jax.tree.map(conv, tree)
@@ -88,7 +107,9 @@ def _signature(digest: str) -> str | None:
 
 
 def _structure(tree: Any) -> str:
-    return str(jax.tree.structure(_abstract(tree)))
+    """The tree structure with every leaf's shape and dtype (keys as key dtypes)."""
+    leaves, treedef = jax.tree.flatten(tree)
+    return f"{treedef}|" + ",".join(f"{x.dtype}{list(np.shape(x))}" for x in leaves)
 
 
 class Checkpointer:
@@ -270,10 +291,9 @@ class Checkpointer:
                 "or buffer shape); it cannot be restored into this run"
             )
         items = {"state": ocp.args.StandardRestore(_abstract(like))}
-        has_history = "history" in (self.manager.item_metadata(step) or {})
-        if has_history:
-            items["history"] = ocp.args.StandardRestore()
         try:
+            if "history" in (self.manager.item_metadata(step) or {}):
+                items["history"] = ocp.args.StandardRestore()
             out = self.manager.restore(step, args=ocp.args.Composite(**items))
         except Exception as e:  # noqa: BLE001
             raise CheckpointError(f"{where} is damaged (truncated or corrupt): {e}") from e

@@ -200,8 +200,8 @@ def resume(
 
     The continuation is bit-identical to an uninterrupted run on the same device: the
     same chunks run on the restored state (keys, env states, buffers, optimizer state).
-    A newer checkpoint that fails its integrity check is skipped with a warning and left
-    in place; older good ones are used.
+    A newer checkpoint that fails its checks is skipped with a warning and moved to
+    `RUN_DIR/checkpoints_damaged/` (kept, never deleted); the newest good one is used.
     """
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
     path = os.path.join(run_dir, "config.yaml")
@@ -251,7 +251,12 @@ def _loop(
             like, algo=run_cfg.algo, config=resolved
         )
         for step, reason in skipped:
-            log(f"WARNING: skipped checkpoint {step}: {reason}")
+            # Move the bad checkpoint aside (never delete a user's data): the resumed run
+            # will save this step again.
+            aside = os.path.join(run_dir, "checkpoints_damaged", f"{step}-{int(time.time())}")
+            os.makedirs(os.path.dirname(aside), exist_ok=True)
+            os.rename(os.path.join(ckpt.directory, str(step)), aside)
+            log(f"WARNING: skipped checkpoint {step}: {reason}; moved it to {aside}")
         done_updates = int(record["step"])
         if history:
             all_metrics.append(history)

@@ -51,7 +51,11 @@ def main(argv: list[str] | None = None) -> int:
     from jaxlearn.runner import DivergenceError, resolve_config, resume, run
 
     if args.resume is not None:
-        given = [f"--{k.replace('_', '-')}" for k, v in vars(args).items() if k != "resume" and v]
+        given = [
+            f"--{k.replace('_', '-')}"
+            for k, v in vars(args).items()
+            if k != "resume" and v is not None and v != []
+        ]
         if given:
             print(
                 f"error: --resume takes no other flags (got {', '.join(given)}): a resumed "

@@ -18,12 +18,14 @@ from flax import struct
 
 from jaxlearn import distributions as D
 from jaxlearn import spaces
-from jaxlearn.algos.base import Learner, episode_extras, make_train_fn
+from jaxlearn.algos.base import Learner, all_finite, episode_extras, make_train_fn
 from jaxlearn.algos.ppo.config import PPOConfig, PPOHParams
 from jaxlearn.algos.ppo.losses import LossInfo, PPOBatch, gae, ppo_loss
 from jaxlearn.algos.ppo.networks import ActorCritic
 from jaxlearn.curriculum import episode_outcomes
-from jaxlearn.envs.setup import build_env
+from jaxlearn.envs.setup import base_env, build_env
+from jaxlearn.envs.wrappers import observation_normalizer
+from jaxlearn.evaluation import evaluate
 
 
 @struct.dataclass
@@ -469,6 +471,8 @@ def make_learner(config: PPOConfig) -> Learner:
         metrics.update(
             {f"episode_{k}_sum": jnp.sum(v * ep_done) for k, v in traj.episode_extras.items()}
         )
+        finite = jnp.isfinite(metrics["loss"]) & all_finite(params)
+        metrics["nonfinite"] = (~finite).astype(jnp.float32)
         c_state = state.curriculum
         if curriculum is not None:
             c_state = curriculum.update(
@@ -480,7 +484,26 @@ def make_learner(config: PPOConfig) -> Learner:
         new_state = PPOState(params, opt_state, env_state, obs, key, state.update_step + 1, c_state)
         return new_state, metrics
 
-    return Learner(init, update, num_updates, config.batch_size, config.hparams(), curriculum)
+    eval_env, _ = base_env(config)
+
+    def evaluate_fn(state: PPOState, key: jax.Array, num_episodes: int) -> dict:
+        """Greedy episodes of this seed's policy on its current env params."""
+        norm = observation_normalizer(env, state.env_state)
+
+        def act(params, obs):
+            return policy.act_greedy(params, obs if norm is None else norm(obs))
+
+        return evaluate(act, state.params, eval_env, env_params_of(state), key, num_episodes)
+
+    return Learner(
+        init,
+        update,
+        num_updates,
+        config.batch_size,
+        config.hparams(),
+        curriculum,
+        evaluate_fn,
+    )
 
 
 def make_train(config: PPOConfig):
