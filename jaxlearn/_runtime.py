@@ -1,11 +1,12 @@
 """Process-level JAX settings jaxlearn applies at import, before any backend exists.
 
-The CPU backend can hang for good on long vmapped programs: the caller waits on a result
-while every XLA worker thread sits idle (seen here with jax 0.10.2 on a 2-core machine in
-`jax.vmap(train)` runs, at random, several times in a session; jax-ml/jax#25861 reports
-the same with asynchronous CPU dispatch, and others report it with multi-threaded Eigen).
-jaxlearn turns both off on the CPU: dispatch becomes synchronous (the host loop waits on
-every chunk anyway) and Eigen single-threaded (no measurable cost for these model sizes).
+The CPU backend can deadlock when every thread of XLA's intra-op pool blocks inside a
+kernel that waits for work scheduled on the same pool. jaxlearn's own case was LAPACK's
+batched QR in the orthogonal init of vmapped seeds, now avoided in
+`jaxlearn.networks.orthogonal`; jax-ml/jax#25861 reports hangs with asynchronous CPU
+dispatch, and others with multi-threaded Eigen. jaxlearn turns both off on the CPU:
+dispatch becomes synchronous (the host loop waits on every chunk anyway) and Eigen
+single-threaded (no measurable cost for these model sizes).
 XLA reads these when the first backend is created, so they do nothing if a computation
 already ran. Set JAXLEARN_CPU_DEFAULTS=1 to keep JAX's defaults.
 """

@@ -13,7 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxlearn.networks import MLP, flatten_obs
+from jaxlearn.networks import MLP, flatten_obs, orthogonal
 
 
 class ActorCritic(nn.Module):
@@ -43,8 +43,8 @@ class ActorCritic(nn.Module):
     def setup(self):
         self.actor_torso = MLP(self.hidden_sizes, self.activation)
         self.critic_torso = MLP(self.hidden_sizes, self.activation)
-        self.policy_head = nn.Dense(self.action_dim, kernel_init=nn.initializers.orthogonal(0.01))
-        self.value_head = nn.Dense(1, kernel_init=nn.initializers.orthogonal(1.0))
+        self.policy_head = nn.Dense(self.action_dim, kernel_init=orthogonal(0.01))
+        self.value_head = nn.Dense(1, kernel_init=orthogonal(1.0))
         if not self.discrete:
             self.log_std = self.param(
                 "log_std",
