@@ -39,6 +39,7 @@ from jaxlearn.logging import (
     plot_curriculum,
     plot_learning_curve,
 )
+from jaxlearn.parallel import seed_mesh, seed_sharding, select_devices, shard_seeds
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,11 +54,18 @@ class RunConfig:
     checkpoint_every: int = 0  # updates between checkpoints (0: at the end of every chunk)
     keep_checkpoints: int = 3  # newest checkpoints kept (plus the best by eval return)
     eval_episodes: int = 16  # greedy episodes per seed at each checkpoint (0: no evaluation)
+    devices: str | int = "auto"  # auto | all | N: local devices the seeds are sharded over
 
     def __post_init__(self):
         check_choice(self, "algo", sorted(algos.ALGOS))
         check_positive_int(self, "num_seeds", "num_chunks", "keep_checkpoints")
         check_nonnegative_int(self, "checkpoint_every", "eval_episodes")
+        d = str(self.devices)
+        if d not in ("auto", "all") and not (d.isdigit() and int(d) >= 1):
+            raise ValueError(
+                f"RunConfig.devices={self.devices!r} is invalid: use 'auto', 'all' or a "
+                "positive device count"
+            )
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"RunConfig.seed={self.seed!r} is invalid: must be an integer >= 0")
         check_range(self, "final_fraction", 0.0, 1.0, low_open=True)
@@ -183,6 +191,7 @@ def run(
     """
     _, make_learner = algos.ALGOS[run_cfg.algo]
     learner = make_learner(algo_cfg)  # validated config -> learner; nothing compiled yet
+    select_devices(run_cfg.devices, run_cfg.num_seeds)  # an impossible split fails here
     run_dir = new_run_dir(out, run_cfg.algo, algo_cfg.env)
     resolved = {**to_dict(run_cfg), **to_dict(algo_cfg)}
     with open(os.path.join(run_dir, "config.yaml"), "w") as f:
@@ -235,14 +244,19 @@ def _loop(
     num_calls = math.ceil(num_updates / chunk_size)
     steps_per_update = learner.env_steps_per_update
     hparams = learner.hparams
-    keys = jax.random.split(jax.random.key(run_cfg.seed), run_cfg.num_seeds)
-    eval_keys = jax.random.split(
-        jax.random.fold_in(jax.random.key(run_cfg.seed), 1), run_cfg.num_seeds
+    devices = select_devices(run_cfg.devices, run_cfg.num_seeds)
+    mesh = seed_mesh(devices)
+    seeds_on_devices = seed_sharding(mesh)
+    keys = shard_seeds(jax.random.split(jax.random.key(run_cfg.seed), run_cfg.num_seeds), mesh)
+    eval_keys = shard_seeds(
+        jax.random.split(jax.random.fold_in(jax.random.key(run_cfg.seed), 1), run_cfg.num_seeds),
+        mesh,
     )
     ckpt = Checkpointer(os.path.join(run_dir, CHECKPOINT_DIR), keep=run_cfg.keep_checkpoints)
 
     t0 = time.perf_counter()
-    init = jax.jit(jax.vmap(learner.init, in_axes=(0, None))).lower(keys, hparams).compile()
+    init = jax.jit(jax.vmap(learner.init, in_axes=(0, None)), out_shardings=seeds_on_devices)
+    init = init.lower(keys, hparams).compile()
     done_updates = 0
     all_metrics: list[dict[str, np.ndarray]] = []
     if mode == "resume":
@@ -257,6 +271,7 @@ def _loop(
             os.makedirs(os.path.dirname(aside), exist_ok=True)
             os.rename(os.path.join(ckpt.directory, str(step)), aside)
             log(f"WARNING: skipped checkpoint {step}: {reason}; moved it to {aside}")
+        state = shard_seeds(state, mesh)
         done_updates = int(record["step"])
         if history:
             all_metrics.append(history)
@@ -264,7 +279,9 @@ def _loop(
     else:
         state = init(keys, hparams)
     chunk = jax.jit(
-        jax.vmap(make_chunk(learner, chunk_size), in_axes=(0, None, None)), donate_argnums=0
+        jax.vmap(make_chunk(learner, chunk_size), in_axes=(0, None, None)),
+        donate_argnums=0,
+        out_shardings=seeds_on_devices,
     )
     chunk = chunk.lower(state, hparams, jnp.int32(chunk_size)).compile()
     evaluate = None
@@ -274,7 +291,8 @@ def _loop(
     compile_seconds = time.perf_counter() - t0
     log(
         f"[{run_cfg.algo} {algo_cfg.env}] {run_cfg.num_seeds} seed(s), {num_updates} updates "
-        f"in {num_calls} chunks; compiled in {compile_seconds:.1f}s; run folder {run_dir}"
+        f"in {num_calls} chunks on {len(devices)} device(s); compiled in "
+        f"{compile_seconds:.1f}s; run folder {run_dir}"
     )
 
     def save(step: int) -> None:
@@ -364,7 +382,8 @@ def _loop(
         "final_return_per_seed": [float(x) for x in per_seed],
         "final_episode_metrics": final_episode_metrics(stacked, run_cfg.final_fraction),
         "resumed": mode == "resume",
-        "device": str(jax.devices()[0].device_kind),
+        "device": str(devices[0].device_kind),
+        "num_devices": len(devices),
         "jax_version": jax.__version__,
     }
     curriculum = getattr(learner, "curriculum", None)

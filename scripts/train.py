@@ -27,6 +27,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--num-seeds", type=int, help="independent agents trained in one vmapped call")
     p.add_argument("--total-timesteps", type=int, help="env steps per seed")
     p.add_argument("--seed", type=int, help="base random seed")
+    p.add_argument(
+        "--devices",
+        help="local devices to shard the seeds over: auto (all when they divide "
+        "--num-seeds, else one), all, or a count",
+    )
     p.add_argument("--out", metavar="RUN_DIR", help="run folder to create (must not exist)")
     p.add_argument("--config", metavar="FILE", help="YAML, e.g. experiments/ppo_cartpole.yaml")
     p.add_argument(
@@ -80,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         ("num_seeds", "num_seeds"),
         ("total_timesteps", "total_timesteps"),
         ("seed", "seed"),
+        ("devices", "devices"),
     ]:
         value = getattr(args, flag)
         if value is not None:
