@@ -1,4 +1,6 @@
-"""Several devices: the vmapped seed axis sharded over local devices with `NamedSharding`.
+"""Several devices: seeds sharded over devices, and data-parallel updates of one agent.
+
+**Seeds.** The vmapped seed axis sharded over local devices with `NamedSharding`.
 
 Every array of a vmapped train state has the seeds on its leading axis. Placing that axis
 on a one-dimensional mesh (`"seeds"`) and letting `jit` propagate the sharding runs each
@@ -11,6 +13,17 @@ Device choice (`RunConfig.devices`, `train.py --devices`):
   else one device;
 - `"all"`: all local devices (`num_seeds` must be a multiple of their count);
 - `N`: the first N local devices (`num_seeds` must be a multiple of N).
+
+**One agent, data parallel.** `data_parallel(fn, mesh, sharded)` wraps an update function
+with `jax.shard_map` (the successor of `pmap`): the arguments named in `sharded` (a batch
+of transitions) are split over the mesh's `"data"` axis, everything else (parameters,
+optimizer state, hyperparameters) is replicated, and `fn` averages its gradients with
+`lax.pmean(..., "data")`; PPO's `learn` and DQN's `update` take `axis_name="data"` for
+this. Every device then applies the same update, so parameters stay identical.
+
+    mesh = data_mesh(jax.local_devices())
+    step = data_parallel(partial(learn, policy=policy, config=cfg, axis_name=DATA_AXIS),
+                         mesh, sharded=("batch",))
 """
 
 from __future__ import annotations
@@ -22,6 +35,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 SEED_AXIS = "seeds"
+DATA_AXIS = "data"
 
 
 def _divisors(n: int) -> list[int]:
@@ -80,3 +94,54 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
     """A full copy of every leaf on every device of the mesh."""
     sharding = NamedSharding(mesh, PartitionSpec())
     return jax.tree.map(lambda x: jax.device_put(x, sharding), tree)
+
+
+def data_mesh(devices: list) -> Mesh:
+    """A one-dimensional mesh over `devices` with axis name `"data"`."""
+    return Mesh(np.asarray(devices), (DATA_AXIS,))
+
+
+def data_parallel(fn: Any, mesh: Mesh, sharded: tuple[str, ...] = ("batch",)) -> Any:
+    """`jit(shard_map(fn))` with keyword arguments in `sharded` split on their leading axis
+    over the mesh's `"data"` axis and every other argument replicated; outputs must be
+    identical on every device (replicated), as after a `pmean` of the gradients.
+
+    The returned function takes keyword arguments only. A batch whose leading size is not
+    a multiple of the device count is rejected with the sizes that would divide.
+    """
+    import inspect
+
+    names = list(inspect.signature(fn).parameters)
+    n = mesh.devices.size
+    compiled: dict[tuple[str, ...], Any] = {}
+
+    def call(**kwargs):
+        for name in sharded:
+            size = jax.tree.leaves(kwargs[name])[0].shape[0]
+            if size % n:
+                fits = [d for d in _divisors(size) if d <= 64]
+                raise ValueError(
+                    f"data_parallel: {name} has {size} items, not a multiple of the {n} "
+                    f"devices; use a batch that is a multiple of {n}, or a device count in {fits}"
+                )
+        given = tuple(k for k in names if k in kwargs)
+        if given not in compiled:
+            specs = tuple(
+                PartitionSpec(DATA_AXIS) if k in sharded else PartitionSpec() for k in given
+            )
+
+            def positional(*a, given=given):
+                return fn(**dict(zip(given, a, strict=True)))
+
+            compiled[given] = jax.jit(
+                jax.shard_map(
+                    positional,
+                    mesh=mesh,
+                    in_specs=specs,
+                    out_specs=PartitionSpec(),
+                    check_vma=False,
+                )
+            )
+        return compiled[given](*(kwargs[k] for k in given))
+
+    return call

@@ -153,6 +153,7 @@ def update(
     *,
     double_dqn: bool = False,
     loss: str = "mse",
+    axis_name: str | None = None,
 ) -> tuple[Any, Any, jax.Array, dict[str, jax.Array]]:
     """One gradient step of DQN on a sampled batch.
 
@@ -166,6 +167,8 @@ def update(
         tx: the direction transformation (`make_optimizer`).
         double_dqn: evaluate the online network's argmax with the target network.
         loss: `huber` or `mse`.
+        axis_name: data parallelism: each device holds a shard of `batch`; the loss and
+            gradients are averaged over `axis_name`, so every device applies the same step.
 
     Returns:
         (params, opt_state, td_error [B], metrics of scalars: loss, q_mean, td_abs_mean,
@@ -180,6 +183,8 @@ def update(
     (loss_value, info), grads = jax.value_and_grad(dqn_loss, has_aux=True)(
         params, q_values, batch.obs, batch.action, targets, weights, loss
     )
+    if axis_name is not None:
+        grads, loss_value = jax.lax.pmean((grads, loss_value), axis_name)
     g_norm = optax.tree.norm(grads)
     scale = jnp.minimum(1.0, hparams.max_grad_norm / (g_norm + 1e-6))
     grads = jax.tree.map(lambda g: g * scale, grads)

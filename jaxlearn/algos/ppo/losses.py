@@ -75,6 +75,7 @@ def ppo_loss(
     ent_coef: jax.Array | float,
     clip_value: bool = True,
     normalize_advantages: bool = True,
+    axis_name: str | None = None,
 ) -> tuple[jax.Array, LossInfo]:
     """Clipped-surrogate PPO loss (to minimise).
 
@@ -84,6 +85,8 @@ def ppo_loss(
         log_prob_entropy_value: `f(params, obs, action) -> (log_prob [N], entropy [N], value [N])`.
         clip_eps: ratio clip range, also the value clip range when `clip_value`.
         vf_coef, ent_coef: loss weights.
+        axis_name: with the batch split over a mapped axis (data parallelism), advantages
+            are normalised with the statistics of the whole batch (`lax.pmean`).
 
     Returns:
         (scalar loss, LossInfo of scalars).
@@ -91,7 +94,11 @@ def ppo_loss(
     log_prob, entropy, value = log_prob_entropy_value(params, batch.obs, batch.action)
     adv = batch.advantage
     if normalize_advantages:
-        adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+        mean, mean_sq = adv.mean(), jnp.mean(adv**2)
+        if axis_name is not None:
+            mean, mean_sq = jax.lax.pmean((mean, mean_sq), axis_name)
+        std = jnp.sqrt(jnp.maximum(mean_sq - mean**2, 0.0))
+        adv = (adv - mean) / (std + 1e-8)
     log_ratio = log_prob - batch.log_prob
     ratio = jnp.exp(log_ratio)
     pg1 = ratio * adv

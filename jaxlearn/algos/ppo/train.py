@@ -310,6 +310,7 @@ def learn(
     learning_rate: jax.Array,
     policy: Policy,
     config: PPOConfig,
+    axis_name: str | None = None,
 ) -> tuple[Any, Any, dict[str, jax.Array]]:
     """One PPO update: `num_epochs` passes over `batch` in `num_minibatches` shuffled minibatches.
 
@@ -318,6 +319,9 @@ def learn(
         batch: `PPOBatch` of N = num_envs * num_steps transitions (leading axis [N]).
         key: PRNG key for the shuffles.
         hparams: `PPOHParams`; `learning_rate` is the (annealed) step size to use now.
+        axis_name: data parallelism: each device holds a shard of `batch`; gradients,
+            advantage statistics and metrics are averaged over `axis_name` (`lax.pmean`),
+            so every device applies the same update (see `jaxlearn.parallel`).
 
     Returns:
         (params, opt_state, metrics averaged over all minibatch steps).
@@ -336,6 +340,7 @@ def learn(
             ent_coef=hparams.ent_coef,
             clip_value=config.clip_value,
             normalize_advantages=config.normalize_advantages,
+            axis_name=axis_name,
         )
 
     grad_fn = jax.grad(loss_fn, has_aux=True)
@@ -343,6 +348,8 @@ def learn(
     def minibatch_step(carry, b):
         p, o = carry
         grads, info = grad_fn(p, b)
+        if axis_name is not None:
+            grads, info = jax.lax.pmean((grads, info), axis_name)
         g_norm = optax.tree.norm(grads)
         scale = jnp.minimum(1.0, hparams.max_grad_norm / (g_norm + 1e-6))
         grads = jax.tree.map(lambda g: g * scale, grads)
