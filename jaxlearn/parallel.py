@@ -14,6 +14,9 @@ Device choice (`RunConfig.devices`, `train.py --devices`):
 - `"all"`: all local devices (`num_seeds` must be a multiple of their count);
 - `N`: the first N local devices (`num_seeds` must be a multiple of N).
 
+With `num_seeds = 1` and several devices (`all` or `N`), the one agent trains data
+parallel: its envs are split over the devices (PPO; `num_envs` must be a multiple).
+
 **One agent, data parallel.** `data_parallel(fn, mesh, sharded)` wraps an update function
 with `jax.shard_map` (the successor of `pmap`): the arguments named in `sharded` (a batch
 of transitions) are split over the mesh's `"data"` axis, everything else (parameters,
@@ -65,6 +68,8 @@ def select_devices(spec: Any, num_seeds: int, devices: list | None = None) -> li
                 f"devices={spec!r} is invalid: this machine has {n_local} local device(s); "
                 f"use 'auto', 'all' or a count in 1..{n_local}"
             )
+    if num_seeds == 1:  # one agent: data parallel over its envs (the learner checks them)
+        return local[:n]
     if num_seeds % n:
         fits = [d for d in _divisors(num_seeds) if d <= n_local]
         raise ValueError(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import inspect
 import json
 import math
 import os
@@ -21,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import yaml
+from jax.sharding import NamedSharding, PartitionSpec
 
 from jaxlearn import algos
 from jaxlearn.algos.base import Learner
@@ -39,7 +41,14 @@ from jaxlearn.logging import (
     plot_curriculum,
     plot_learning_curve,
 )
-from jaxlearn.parallel import seed_mesh, seed_sharding, select_devices, shard_seeds
+from jaxlearn.parallel import (
+    DATA_AXIS,
+    data_mesh,
+    seed_mesh,
+    seed_sharding,
+    select_devices,
+    shard_seeds,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,14 +198,12 @@ def run(
     `stop_after_chunks` ends the run early after that many chunks, as an interruption
     would (its checkpoint can be resumed with `resume`).
     """
-    _, make_learner = algos.ALGOS[run_cfg.algo]
-    learner = make_learner(algo_cfg)  # validated config -> learner; nothing compiled yet
-    select_devices(run_cfg.devices, run_cfg.num_seeds)  # an impossible split fails here
+    learner, devices = _make_learner(run_cfg, algo_cfg)  # checked; nothing compiled yet
     run_dir = new_run_dir(out, run_cfg.algo, algo_cfg.env)
     resolved = {**to_dict(run_cfg), **to_dict(algo_cfg)}
     with open(os.path.join(run_dir, "config.yaml"), "w") as f:
         yaml.safe_dump(resolved, f, sort_keys=False)
-    return _loop(run_dir, run_cfg, algo_cfg, learner, None, log, stop_after_chunks)
+    return _loop(run_dir, run_cfg, algo_cfg, learner, devices, None, log, stop_after_chunks)
 
 
 def resume(
@@ -221,9 +228,24 @@ def resume(
     if not os.path.isdir(os.path.join(run_dir, CHECKPOINT_DIR)):
         raise ValueError(f"--resume {run_dir!r}: no checkpoints folder; nothing to resume")
     run_cfg, algo_cfg = resolve_config(config_file=path)
+    learner, devices = _make_learner(run_cfg, algo_cfg)
+    return _loop(run_dir, run_cfg, algo_cfg, learner, devices, "resume", log, stop_after_chunks)
+
+
+def _make_learner(run_cfg: RunConfig, algo_cfg: Any) -> tuple[Learner, list]:
+    """The learner and its devices: seeds sharded over them, or with one seed and several
+    devices, one data-parallel agent (PPO)."""
+    devices = select_devices(run_cfg.devices, run_cfg.num_seeds)
     _, make_learner = algos.ALGOS[run_cfg.algo]
-    learner = make_learner(algo_cfg)
-    return _loop(run_dir, run_cfg, algo_cfg, learner, "resume", log, stop_after_chunks)
+    if run_cfg.num_seeds == 1 and len(devices) > 1:
+        if "data_shards" not in inspect.signature(make_learner).parameters:
+            raise ValueError(
+                f"RunConfig.devices={run_cfg.devices!r} with num_seeds=1 asks for one "
+                f"data-parallel {run_cfg.algo} agent, which is supported for ppo only; "
+                f"train several seeds instead (num_seeds a multiple of {len(devices)})"
+            )
+        return make_learner(algo_cfg, data_shards=len(devices)), devices
+    return make_learner(algo_cfg), devices
 
 
 def _loop(
@@ -231,6 +253,7 @@ def _loop(
     run_cfg: RunConfig,
     algo_cfg: Any,
     learner: Learner,
+    devices: list,
     mode: str | None,
     log: Callable[[str], None] | None,
     stop_after_chunks: int | None,
@@ -244,23 +267,56 @@ def _loop(
     num_calls = math.ceil(num_updates / chunk_size)
     steps_per_update = learner.env_steps_per_update
     hparams = learner.hparams
-    devices = select_devices(run_cfg.devices, run_cfg.num_seeds)
-    mesh = seed_mesh(devices)
-    seeds_on_devices = seed_sharding(mesh)
-    keys = shard_seeds(jax.random.split(jax.random.key(run_cfg.seed), run_cfg.num_seeds), mesh)
-    eval_keys = shard_seeds(
-        jax.random.split(jax.random.fold_in(jax.random.key(run_cfg.seed), 1), run_cfg.num_seeds),
-        mesh,
+    keys = jax.random.split(jax.random.key(run_cfg.seed), run_cfg.num_seeds)
+    eval_keys = jax.random.split(
+        jax.random.fold_in(jax.random.key(run_cfg.seed), 1), run_cfg.num_seeds
     )
+    # The leading axis of every state leaf is a "lane": a seed (vmapped, lanes sharded over
+    # the devices), or with one data-parallel agent, a device's replica (shard_map).
+    data_parallel = run_cfg.num_seeds == 1 and len(devices) > 1
+    chunk_one = make_chunk(learner, chunk_size)
+    if data_parallel:
+        mesh = data_mesh(devices)
+        lanes = NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+
+        def expand(t):
+            return jax.tree.map(lambda x: x[None], t)
+
+        def squeeze(t):
+            return jax.tree.map(lambda x: x[0], t)
+
+        def per_device(f, in_specs):
+            return jax.shard_map(
+                f,
+                mesh=mesh,
+                in_specs=in_specs,
+                out_specs=PartitionSpec(DATA_AXIS),
+                check_vma=False,
+            )
+
+        init_fn = per_device(
+            lambda k, hp: expand(learner.init(k, hp)), (PartitionSpec(), PartitionSpec())
+        )
+        init_args = (keys[0], hparams)
+        chunk_fn = per_device(
+            lambda s, hp, n: expand(chunk_one(squeeze(s), hp, n)),
+            (PartitionSpec(DATA_AXIS), PartitionSpec(), PartitionSpec()),
+        )
+    else:
+        mesh = seed_mesh(devices)
+        lanes = seed_sharding(mesh)
+        keys, eval_keys = shard_seeds(keys, mesh), shard_seeds(eval_keys, mesh)
+        init_fn = jax.vmap(learner.init, in_axes=(0, None))
+        init_args = (keys, hparams)
+        chunk_fn = jax.vmap(chunk_one, in_axes=(0, None, None))
     ckpt = Checkpointer(os.path.join(run_dir, CHECKPOINT_DIR), keep=run_cfg.keep_checkpoints)
 
     t0 = time.perf_counter()
-    init = jax.jit(jax.vmap(learner.init, in_axes=(0, None)), out_shardings=seeds_on_devices)
-    init = init.lower(keys, hparams).compile()
+    init = jax.jit(init_fn, out_shardings=lanes).lower(*init_args).compile()
     done_updates = 0
     all_metrics: list[dict[str, np.ndarray]] = []
     if mode == "resume":
-        like = jax.eval_shape(jax.vmap(learner.init, in_axes=(0, None)), keys, hparams)
+        like = jax.eval_shape(init_fn, *init_args)
         state, history, record, skipped = ckpt.restore_latest_valid(
             like, algo=run_cfg.algo, config=resolved
         )
@@ -271,23 +327,25 @@ def _loop(
             os.makedirs(os.path.dirname(aside), exist_ok=True)
             os.rename(os.path.join(ckpt.directory, str(step)), aside)
             log(f"WARNING: skipped checkpoint {step}: {reason}; moved it to {aside}")
-        state = shard_seeds(state, mesh)
+        state = jax.device_put(state, lanes)
         done_updates = int(record["step"])
         if history:
             all_metrics.append(history)
         log(f"[resume] {run_dir}: restored update {done_updates}/{num_updates}")
     else:
-        state = init(keys, hparams)
-    chunk = jax.jit(
-        jax.vmap(make_chunk(learner, chunk_size), in_axes=(0, None, None)),
-        donate_argnums=0,
-        out_shardings=seeds_on_devices,
-    )
+        state = init(*init_args)
+    chunk = jax.jit(chunk_fn, donate_argnums=0, out_shardings=lanes)
     chunk = chunk.lower(state, hparams, jnp.int32(chunk_size)).compile()
     evaluate = None
     if run_cfg.eval_episodes and learner.evaluate is not None:
         n = run_cfg.eval_episodes
-        evaluate = jax.jit(jax.vmap(lambda s, k: learner.evaluate(s, k, n)))
+        per_lane = jax.vmap(lambda s, k: learner.evaluate(s, k, n))
+        # a data-parallel agent's replicas share their parameters: evaluate the first
+        evaluate = jax.jit(
+            (lambda s, k: per_lane(jax.tree.map(lambda x: x[:1], s), k))
+            if data_parallel
+            else per_lane
+        )
     compile_seconds = time.perf_counter() - t0
     log(
         f"[{run_cfg.algo} {algo_cfg.env}] {run_cfg.num_seeds} seed(s), {num_updates} updates "
@@ -334,7 +392,8 @@ def _loop(
             metrics = jax.device_get(metrics)  # waits for the device
             dt = time.perf_counter() - t
             run_seconds += dt
-            metrics = {k: np.asarray(v)[:, :active] for k, v in metrics.items()}  # [S, K]
+            lanes_kept = 1 if data_parallel else run_cfg.num_seeds  # replicas agree
+            metrics = {k: np.asarray(v)[:lanes_kept, :active] for k, v in metrics.items()}
             _check_finite(metrics, done_updates, run_dir, ckpt)
             all_metrics.append(metrics)
             first_step = done_updates * steps_per_update
@@ -384,6 +443,7 @@ def _loop(
         "resumed": mode == "resume",
         "device": str(devices[0].device_kind),
         "num_devices": len(devices),
+        "data_parallel": run_cfg.num_seeds == 1 and len(devices) > 1,
         "jax_version": jax.__version__,
     }
     curriculum = getattr(learner, "curriculum", None)

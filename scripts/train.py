@@ -105,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     except DivergenceError as e:
         print(f"error: {e}", file=sys.stderr)
         return 3
+    except ValueError as e:  # device/env splits are checked before anything is written
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     return _report(summary)
 
 

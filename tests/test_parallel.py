@@ -214,3 +214,58 @@ def test_data_parallel_update_equals_the_single_device_update(tmp_path):
         assert report[name]["param_diff"] <= 1e-5, report
         assert report[name]["loss_diff"] <= 1e-4, report
     assert "100 items, not a multiple of the 8 devices" in report["error"]
+
+
+DP_RUN_SCRIPT = textwrap.dedent(
+    """
+    import dataclasses, json, os, subprocess, sys
+    import jax, numpy as np
+    from jaxlearn.algos.ppo import make_learner
+    from jaxlearn.checkpoint import Checkpointer
+    from jaxlearn.runner import resolve_config, run
+
+    out = sys.argv[1]
+    over = {"num_seeds": 1, "devices": "all", "num_envs": 8, "num_steps": 32,
+            "num_minibatches": 2, "total_timesteps": 8192, "num_chunks": 2, "eval_episodes": 2}
+    run_cfg, cfg = resolve_config(overrides=over)
+    summary = run(run_cfg, cfg, out=os.path.join(out, "dp"), log=lambda s: None)
+    # one device's replica: the same agent with num_envs / 8 envs
+    local = dataclasses.replace(cfg, num_envs=1)
+    one = jax.eval_shape(make_learner(local).init, jax.random.key(0), cfg.hparams())
+    like = jax.tree.map(lambda x: jax.ShapeDtypeStruct((8, *x.shape), x.dtype), one)
+    state = Checkpointer(os.path.join(out, "dp", "checkpoints")).restore(None, like)
+    params = state[0].params
+    same = all(bool(np.all(np.asarray(x) == np.asarray(x)[:1])) for x in jax.tree.leaves(params))
+    envs_differ = not np.array_equal(np.asarray(state[0].obs)[0], np.asarray(state[0].obs)[1])
+    bad = subprocess.run([sys.executable, "scripts/train.py", "--devices", "all", "--algo",
+                          "dqn", "--out", os.path.join(out, "x")], capture_output=True, text=True)
+    print(json.dumps({"replicas_identical": same, "envs_differ": envs_differ,
+                      "data_parallel": summary["data_parallel"],
+                      "num_devices": summary["num_devices"],
+                      "finite": bool(np.isfinite(summary["final_return_mean"])),
+                      "dqn_rc": bad.returncode, "dqn_err": bad.stderr[-400:],
+                      "wrote_dqn": os.path.exists(os.path.join(out, "x"))}))
+    """
+)
+
+
+def test_one_agent_trains_data_parallel_with_identical_replicas(tmp_path):
+    env = {
+        **os.environ,
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
+        "JAX_PLATFORMS": "cpu",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", DP_RUN_SCRIPT, str(tmp_path)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert r["data_parallel"] and r["num_devices"] == 8 and r["finite"], r
+    assert r["replicas_identical"], r  # pmean keeps every device's parameters equal
+    assert r["envs_differ"], r  # each device steps its own envs
+    assert r["dqn_rc"] == 2 and "ppo only" in r["dqn_err"] and not r["wrote_dqn"], r

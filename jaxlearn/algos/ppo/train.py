@@ -22,6 +22,7 @@ from jaxlearn.algos.base import Learner, all_finite, episode_extras, make_train_
 from jaxlearn.algos.ppo.config import PPOConfig, PPOHParams
 from jaxlearn.algos.ppo.losses import LossInfo, PPOBatch, gae, ppo_loss
 from jaxlearn.algos.ppo.networks import ActorCritic
+from jaxlearn.config import fail
 from jaxlearn.curriculum import episode_outcomes
 from jaxlearn.envs.setup import base_env, build_env
 from jaxlearn.envs.wrappers import observation_normalizer
@@ -381,11 +382,20 @@ def learn(
     return params, opt_state, metrics
 
 
-def make_learner(config: PPOConfig) -> Learner:
-    """PPO as `init(key, hparams)` / `update(state, hparams)` over a `PPOState`."""
+def make_learner(config: PPOConfig, data_shards: int = 1) -> Learner:
+    """PPO as `init(key, hparams)` / `update(state, hparams)` over a `PPOState`.
+
+    With `data_shards = D > 1` the learner is one device's part of a data-parallel agent:
+    it runs `num_envs / D` envs and must be called inside `shard_map` over the axis
+    `jaxlearn.parallel.DATA_AXIS`; gradients are averaged over it and episode metrics
+    summed, so every device holds the same parameters (see `jaxlearn.parallel`).
+    """
+    axis = None
+    if data_shards > 1:
+        axis = _check_data_parallel(config, data_shards)
     env, fixed_params, curriculum = build_env(
         config,
-        config.num_envs,
+        config.num_envs // data_shards,
         normalize_observations=config.normalize_observations,
         normalize_rewards=config.normalize_rewards,
         gamma=config.gamma,
@@ -401,6 +411,8 @@ def make_learner(config: PPOConfig) -> Learner:
     def init(key: jax.Array, hparams: PPOHParams) -> PPOState:
         del hparams  # nothing in the initial state depends on them
         k_net, k_env, k_run = jax.random.split(key, 3)
+        if axis is not None:  # same network on every device, different envs
+            k_env = jax.random.fold_in(k_env, jax.lax.axis_index(axis))
         c_state = None if curriculum is None else curriculum.init()
         env_params = fixed_params if curriculum is None else curriculum.env_params(c_state)
         obs, env_state = env.reset(k_env, env_params)
@@ -432,6 +444,8 @@ def make_learner(config: PPOConfig) -> Learner:
 
     def update(state: PPOState, hparams: PPOHParams) -> tuple[PPOState, dict[str, jax.Array]]:
         key, k_roll, k_learn = jax.random.split(state.key, 3)
+        if axis is not None:
+            k_roll = jax.random.fold_in(k_roll, jax.lax.axis_index(axis))
         env_params = env_params_of(state)
         (_, env_state, obs, _), traj = jax.lax.scan(
             lambda c, x: rollout_step(c, x, env_params),
@@ -466,7 +480,7 @@ def make_learner(config: PPOConfig) -> Learner:
         else:
             lr = hparams.learning_rate
         params, opt_state, metrics = learn(
-            state.params, state.opt_state, batch, k_learn, hparams, lr, policy, config
+            state.params, state.opt_state, batch, k_learn, hparams, lr, policy, config, axis
         )
         ep_done = traj.episode_done.astype(jnp.float32)
         metrics.update(
@@ -478,6 +492,9 @@ def make_learner(config: PPOConfig) -> Learner:
         metrics.update(
             {f"episode_{k}_sum": jnp.sum(v * ep_done) for k, v in traj.episode_extras.items()}
         )
+        if axis is not None:  # episodes of every device's envs
+            episodes = {k: v for k, v in metrics.items() if k.startswith("episode_")}
+            metrics.update(jax.lax.psum(episodes, axis))
         finite = jnp.isfinite(metrics["loss"]) & all_finite(params)
         metrics["nonfinite"] = (~finite).astype(jnp.float32)
         c_state = state.curriculum
@@ -511,6 +528,47 @@ def make_learner(config: PPOConfig) -> Learner:
         curriculum,
         evaluate_fn,
     )
+
+
+def _check_data_parallel(config: PPOConfig, shards: int) -> str:
+    """Validate a data-parallel split; returns the axis name."""
+    from jaxlearn.parallel import DATA_AXIS
+
+    name = type(config).__name__
+    if config.num_envs % shards:
+        fits = [d for d in range(1, config.num_envs + 1) if config.num_envs % d == 0]
+        fail(
+            name,
+            "num_envs",
+            config.num_envs,
+            f"must be a multiple of the {shards} devices "
+            f"for data-parallel training; device counts that divide it: {fits}",
+        )
+    local = config.num_envs // shards * config.num_steps
+    if local % config.num_minibatches:
+        fail(
+            name,
+            "num_minibatches",
+            config.num_minibatches,
+            f"must divide each device's batch (num_envs / devices * num_steps = {local})",
+        )
+    for field in ("normalize_observations", "normalize_rewards"):
+        if getattr(config, field):
+            fail(
+                name,
+                field,
+                True,
+                "data-parallel training keeps per-device running "
+                "statistics, which would differ; set it to false (not supported yet)",
+            )
+    if config.curriculum is not None:
+        fail(
+            name,
+            "curriculum",
+            config.curriculum,
+            "data-parallel training of one agent does not support a curriculum yet",
+        )
+    return DATA_AXIS
 
 
 def make_train(config: PPOConfig):
