@@ -139,12 +139,23 @@ class Checkpointer:
                 ),
             ]
         )
+        # In a multi-process run every process saves its own seeds on its own: Orbax would
+        # otherwise treat host arrays as replicated and let process 0 alone write them.
+        rank = jax.process_index()
+        os.makedirs(self.directory, exist_ok=True)
+        multi = jax.process_count() > 1
+        multiprocessing = ocp.options.MultiprocessingOptions(
+            primary_host=rank,
+            active_processes={rank} if multi else None,
+            barrier_sync_key_prefix=f"jaxlearn_process_{rank}" if multi else None,
+        )
         self.manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(
                 preservation_policy=policy,
-                enable_async_checkpointing=async_save,
-                create=True,
+                enable_async_checkpointing=async_save and not multi,
+                create=jax.process_count() == 1,
+                multiprocessing_options=multiprocessing,
             ),
         )
 

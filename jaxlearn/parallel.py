@@ -14,7 +14,14 @@ Device choice (`RunConfig.devices`, `train.py --devices`):
 - `"all"`: all local devices (`num_seeds` must be a multiple of their count);
 - `N`: the first N local devices (`num_seeds` must be a multiple of N).
 
-With `num_seeds = 1` and several devices (`all` or `N`), the one agent trains data
+**Several processes** (`train.py --distributed`, or `jax.distributed.initialize()` called
+before `import jaxlearn`, whose gymnax import starts the XLA backend): JAX's own
+distributed runtime connects the processes; each trains `num_seeds / processes` of the
+seeds on its local devices (the rules above apply per process), process 0 gathers every
+chunk's metrics (`process_allgather`) and writes the run folder, and each process
+checkpoints its own seeds under `checkpoints/process_<i>/`.
+
+With `num_seeds = 1` (per process) and several devices (`all` or `N`), the one agent trains data
 parallel: its envs are split over the devices (PPO; `num_envs` must be a multiple).
 
 **One agent, data parallel.** `data_parallel(fn, mesh, sharded)` wraps an update function

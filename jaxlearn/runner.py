@@ -199,11 +199,45 @@ def run(
     would (its checkpoint can be resumed with `resume`).
     """
     learner, devices = _make_learner(run_cfg, algo_cfg)  # checked; nothing compiled yet
+    if jax.process_count() > 1:
+        if out is None:
+            raise ValueError(
+                "a multi-process run needs --out RUN_DIR: the same path on every process "
+                "(process 0 writes it; the others write their checkpoints into it)"
+            )
+        if jax.process_index() == 0:
+            _write_run_dir(out, run_cfg, algo_cfg)
+        _barrier("run_dir")
+        run_dir = out
+    else:
+        run_dir = _write_run_dir(out, run_cfg, algo_cfg)
+    return _loop(run_dir, run_cfg, algo_cfg, learner, devices, None, log, stop_after_chunks)
+
+
+def _write_run_dir(out: str | None, run_cfg: RunConfig, algo_cfg: Any) -> str:
     run_dir = new_run_dir(out, run_cfg.algo, algo_cfg.env)
     resolved = {**to_dict(run_cfg), **to_dict(algo_cfg)}
     with open(os.path.join(run_dir, "config.yaml"), "w") as f:
         yaml.safe_dump(resolved, f, sort_keys=False)
-    return _loop(run_dir, run_cfg, algo_cfg, learner, devices, None, log, stop_after_chunks)
+    return run_dir
+
+
+def _barrier(name: str) -> None:
+    """Wait for every process (multi-process runs only)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
+def _gather(tree: Any) -> Any:
+    """Host arrays of every process, concatenated on their leading (seed) axis."""
+    if jax.process_count() == 1:
+        return tree
+    from jax.experimental import multihost_utils
+
+    out = multihost_utils.process_allgather(tree)  # [P, local seeds, ...]
+    return jax.tree.map(lambda x: np.asarray(x).reshape(-1, *np.shape(x)[2:]), out)
 
 
 def resume(
@@ -235,9 +269,15 @@ def resume(
 def _make_learner(run_cfg: RunConfig, algo_cfg: Any) -> tuple[Learner, list]:
     """The learner and its devices: seeds sharded over them, or with one seed and several
     devices, one data-parallel agent (PPO)."""
-    devices = select_devices(run_cfg.devices, run_cfg.num_seeds)
+    procs = jax.process_count()
+    if run_cfg.num_seeds % procs:
+        raise ValueError(
+            f"RunConfig.num_seeds={run_cfg.num_seeds} is invalid for {procs} processes: each "
+            f"process trains num_seeds / {procs} seeds, so use a multiple of {procs}"
+        )
+    devices = select_devices(run_cfg.devices, run_cfg.num_seeds // procs)
     _, make_learner = algos.ALGOS[run_cfg.algo]
-    if run_cfg.num_seeds == 1 and len(devices) > 1:
+    if run_cfg.num_seeds // procs == 1 and len(devices) > 1:
         if "data_shards" not in inspect.signature(make_learner).parameters:
             raise ValueError(
                 f"RunConfig.devices={run_cfg.devices!r} with num_seeds=1 asks for one "
@@ -260,8 +300,14 @@ def _loop(
 ) -> dict[str, Any]:
     from jaxlearn.checkpoint import Checkpointer
 
+    chief = jax.process_index() == 0
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
+    if not chief:
+        log = lambda s: None  # noqa: E731 - process 0 reports for everyone
     resolved = {**to_dict(run_cfg), **to_dict(algo_cfg)}
+    procs, rank = jax.process_count(), jax.process_index()
+    local_seeds = run_cfg.num_seeds // procs
+    mine = slice(rank * local_seeds, (rank + 1) * local_seeds)
     num_updates = learner.num_updates
     chunk_size = choose_chunk_size(num_updates, run_cfg.num_chunks)
     num_calls = math.ceil(num_updates / chunk_size)
@@ -271,9 +317,10 @@ def _loop(
     eval_keys = jax.random.split(
         jax.random.fold_in(jax.random.key(run_cfg.seed), 1), run_cfg.num_seeds
     )
+    keys, eval_keys = keys[mine], eval_keys[mine]  # this process's seeds
     # The leading axis of every state leaf is a "lane": a seed (vmapped, lanes sharded over
     # the devices), or with one data-parallel agent, a device's replica (shard_map).
-    data_parallel = run_cfg.num_seeds == 1 and len(devices) > 1
+    data_parallel = local_seeds == 1 and len(devices) > 1
     chunk_one = make_chunk(learner, chunk_size)
     if data_parallel:
         mesh = data_mesh(devices)
@@ -309,7 +356,10 @@ def _loop(
         init_fn = jax.vmap(learner.init, in_axes=(0, None))
         init_args = (keys, hparams)
         chunk_fn = jax.vmap(chunk_one, in_axes=(0, None, None))
-    ckpt = Checkpointer(os.path.join(run_dir, CHECKPOINT_DIR), keep=run_cfg.keep_checkpoints)
+    ckpt_dir = os.path.join(run_dir, CHECKPOINT_DIR)
+    if procs > 1:  # every process saves and restores its own seeds
+        ckpt_dir = os.path.join(ckpt_dir, f"process_{rank}")
+    ckpt = Checkpointer(ckpt_dir, keep=run_cfg.keep_checkpoints)
 
     t0 = time.perf_counter()
     init = jax.jit(init_fn, out_shardings=lanes).lower(*init_args).compile()
@@ -379,7 +429,7 @@ def _loop(
             msg += f"  eval return {eval_return:.2f}"
         log(msg)
 
-    logger = MetricLogger(run_dir)
+    logger = MetricLogger(run_dir) if chief else None
     run_seconds = 0.0
     every = run_cfg.checkpoint_every
     first_call = done_updates // chunk_size
@@ -392,14 +442,16 @@ def _loop(
             metrics = jax.device_get(metrics)  # waits for the device
             dt = time.perf_counter() - t
             run_seconds += dt
-            lanes_kept = 1 if data_parallel else run_cfg.num_seeds  # replicas agree
+            lanes_kept = 1 if data_parallel else local_seeds  # replicas agree
             metrics = {k: np.asarray(v)[:lanes_kept, :active] for k, v in metrics.items()}
+            metrics = _gather(metrics)  # every process's seeds, [num_seeds, K]
             _check_finite(metrics, done_updates, run_dir, ckpt)
             all_metrics.append(metrics)
             first_step = done_updates * steps_per_update
             before = done_updates
             done_updates += active
-            logger.log_chunk(metrics, first_step, steps_per_update)
+            if logger is not None:
+                logger.log_chunk(metrics, first_step, steps_per_update)
             env_steps = done_updates * steps_per_update
             ret = _mean_return(metrics)
             sps = run_cfg.num_seeds * active * steps_per_update / max(dt, 1e-9)
@@ -417,7 +469,8 @@ def _loop(
                 log(f"[stopped] after {calls_done} chunk(s); resume with --resume {run_dir}")
                 return {"run_dir": run_dir, "stopped_at_update": done_updates}
     finally:
-        logger.close()
+        if logger is not None:
+            logger.close()
     ckpt.close()
 
     stacked = {k: np.concatenate([m[k] for m in all_metrics], axis=1) for k in all_metrics[0]}
@@ -443,12 +496,20 @@ def _loop(
         "resumed": mode == "resume",
         "device": str(devices[0].device_kind),
         "num_devices": len(devices),
-        "data_parallel": run_cfg.num_seeds == 1 and len(devices) > 1,
+        "data_parallel": data_parallel,
         "jax_version": jax.__version__,
     }
     curriculum = getattr(learner, "curriculum", None)
+    curriculum_state = None
     if curriculum is not None:
-        summary["curriculum"] = _curriculum_summary(curriculum, state, steps_per_update)
+        curriculum_state = _gather(jax.device_get(state.curriculum))
+    summary["num_processes"] = procs
+    _barrier("finished")
+    if not chief:  # process 0 writes the run folder's reports
+        summary["run_dir"] = run_dir
+        return summary
+    if curriculum is not None:
+        summary["curriculum"] = _curriculum_summary(curriculum, curriculum_state, steps_per_update)
         plot_curriculum(
             stacked,
             steps_per_update,
@@ -494,9 +555,9 @@ def _check_finite(metrics: dict[str, np.ndarray], done_updates: int, run_dir: st
     )
 
 
-def _curriculum_summary(curriculum: Any, state: Any, steps_per_update: int) -> dict[str, Any]:
-    """Final stage per seed and the env step at which each seed reached each stage."""
-    c = jax.device_get(state.curriculum)
+def _curriculum_summary(curriculum: Any, c: Any, steps_per_update: int) -> dict[str, Any]:
+    """Final stage per seed and the env step at which each seed reached each stage, from
+    the curriculum states of all seeds (host arrays)."""
     names = list(curriculum.config.names)
     stage = np.asarray(c.stage).reshape(-1)
     starts = np.asarray(c.stage_start).reshape(len(stage), -1)

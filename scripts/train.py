@@ -35,6 +35,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", metavar="RUN_DIR", help="run folder to create (must not exist)")
     p.add_argument("--config", metavar="FILE", help="YAML, e.g. experiments/ppo_cartpole.yaml")
     p.add_argument(
+        "--distributed",
+        action="store_true",
+        help="join a multi-process run (jax.distributed); every process runs the same "
+        "command with its own --process-id",
+    )
+    p.add_argument("--coordinator-address", metavar="HOST:PORT", help="process 0's address")
+    p.add_argument("--num-processes", type=int, help="processes in the run")
+    p.add_argument("--process-id", type=int, help="this process's index (0 writes the run)")
+    p.add_argument(
         "--resume",
         metavar="RUN_DIR",
         help="continue this run from its newest valid checkpoint (no other flags)",
@@ -49,8 +58,43 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def _initialize_distributed(args: argparse.Namespace) -> None:
+    """`jax.distributed.initialize` before jaxlearn is imported (its gymnax import starts the
+    XLA backend, after which JAX refuses to initialise). Flags left out come from the
+    environment as JAX reads it (SLURM, Open MPI, TPU pods, or JAX_COORDINATOR_ADDRESS,
+    JAX_NUM_PROCESSES, JAX_PROCESS_ID); CPU processes talk through gloo."""
+    import jax
+
+    env = os.environ
+    address = args.coordinator_address or env.get("JAX_COORDINATOR_ADDRESS")
+    n = args.num_processes if args.num_processes is not None else env.get("JAX_NUM_PROCESSES")
+    i = args.process_id if args.process_id is not None else env.get("JAX_PROCESS_ID")
+    n = None if n is None else int(n)
+    i = None if i is None else int(i)
+    if n is not None and n < 1:
+        raise ValueError(f"--num-processes={n} is invalid: must be >= 1")
+    if i is not None and n is not None and not 0 <= i < n:
+        raise ValueError(f"--process-id={i} is invalid: must be in 0..{n - 1}")
+    if env.get("JAX_PLATFORMS", "").startswith("cpu"):
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(coordinator_address=address, num_processes=n, process_id=i)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    dist_flags = ("distributed", "coordinator_address", "num_processes", "process_id")
+    if args.distributed:
+        try:
+            _initialize_distributed(args)
+        except (ValueError, RuntimeError) as e:
+            print(f"error: --distributed: {e}", file=sys.stderr)
+            return 2
+    elif any(getattr(args, f) is not None for f in dist_flags[1:]):
+        print(
+            "error: --coordinator-address/--num-processes/--process-id need --distributed",
+            file=sys.stderr,
+        )
+        return 2
     from jaxlearn.checkpoint import CheckpointError
     from jaxlearn.config import parse_set
     from jaxlearn.runner import DivergenceError, resolve_config, resume, run
@@ -59,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         given = [
             f"--{k.replace('_', '-')}"
             for k, v in vars(args).items()
-            if k != "resume" and v is not None and v != []
+            if k not in ("resume", *dist_flags) and v is not None and v not in ([], False)
         ]
         if given:
             print(
@@ -93,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         overrides.update(parse_set(args.set))
         run_cfg, algo_cfg = resolve_config(config_file=args.config, overrides=overrides)
-        if args.out is not None and os.path.exists(args.out):
+        chief = not args.distributed or __import__("jax").process_index() == 0
+        if args.out is not None and os.path.exists(args.out) and chief:
             raise FileExistsError(
                 f"--out {args.out!r} already exists; jaxlearn never overwrites a run folder"
             )

@@ -269,3 +269,59 @@ def test_one_agent_trains_data_parallel_with_identical_replicas(tmp_path):
     assert r["replicas_identical"], r  # pmean keeps every device's parameters equal
     assert r["envs_differ"], r  # each device steps its own envs
     assert r["dqn_rc"] == 2 and "ppo only" in r["dqn_err"] and not r["wrote_dqn"], r
+
+
+def _free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_on_localhost_train_the_seeds_of_one_process_run(tmp_path):
+    # jax.distributed with CPU devices (gloo): each process trains one of the two seeds.
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    common = [
+        "--num-seeds",
+        "2",
+        "--total-timesteps",
+        "8192",
+        "--set",
+        "num_chunks=2",
+        "--set",
+        "eval_episodes=2",
+    ]
+    train = [sys.executable, "scripts/train.py"]
+    port = _free_port()
+    dist = ["--distributed", "--coordinator-address", f"localhost:{port}", "--num-processes", "2"]
+    out = str(tmp_path / "multi")
+    procs = [
+        subprocess.Popen(
+            train + dist + ["--process-id", str(i), "--out", out] + common,
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in (1, 0)
+    ]
+    results = [p.communicate(timeout=600) for p in procs]
+    for p, (_, err) in zip(procs, results, strict=True):
+        assert p.returncode == 0, err[-3000:]
+    single = subprocess.run(
+        train + ["--out", str(tmp_path / "single")] + common,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert single.returncode == 0, single.stderr[-3000:]
+    multi = json.load(open(os.path.join(out, "metrics.json")))
+    one = json.load(open(tmp_path / "single" / "metrics.json"))
+    assert multi["num_processes"] == 2 and one["num_processes"] == 1
+    assert multi["final_return_per_seed"] == pytest.approx(one["final_return_per_seed"], rel=1e-5)
+    for i in (0, 1):  # each process checkpoints its own seeds
+        assert os.listdir(os.path.join(out, "checkpoints", f"process_{i}"))
