@@ -93,10 +93,10 @@ def ppo_loss(
     """
     log_prob, entropy, value = log_prob_entropy_value(params, batch.obs, batch.action)
     adv = batch.advantage
-    if normalize_advantages:
-        mean, mean_sq = adv.mean(), jnp.mean(adv**2)
-        if axis_name is not None:
-            mean, mean_sq = jax.lax.pmean((mean, mean_sq), axis_name)
+    if normalize_advantages and axis_name is None:
+        adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+    elif normalize_advantages:  # statistics of the whole batch, over every device's shard
+        mean, mean_sq = jax.lax.pmean((adv.mean(), jnp.mean(adv**2)), axis_name)
         std = jnp.sqrt(jnp.maximum(mean_sq - mean**2, 0.0))
         adv = (adv - mean) / (std + 1e-8)
     log_ratio = log_prob - batch.log_prob
