@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         given = [
             f"--{k.replace('_', '-')}"
             for k, v in vars(args).items()
-            if k not in ("resume", *dist_flags) and v is not None and v not in ([], False)
+            if k not in ("resume", *dist_flags) and v is not None and v != [] and v is not False
         ]
         if given:
             print(
