@@ -27,19 +27,6 @@ import numpy as np
 from jaxlearn.envs import task as T
 
 
-def _extras(info: dict[str, Any], done: jax.Array) -> dict[str, jax.Array]:
-    """Per-env scalar task metrics and `reward_<name>` episode sums from a batched step's
-    `info` (as `jaxlearn.algos.base.episode_extras`; not imported, so learners can import
-    this module without a cycle)."""
-    out = {}
-    for k, v in info.get("task", {}).items():
-        if jnp.ndim(v) == done.ndim:  # skips per-agent vectors
-            out[k] = jnp.asarray(v, jnp.float32)
-    for k, v in info.get("episode_reward_components", {}).items():
-        out[f"reward_{k}"] = jnp.asarray(v, jnp.float32)
-    return out
-
-
 def default_max_steps(env_params: Any) -> Any:
     """Steps per episode from the env's params: gymnax `max_steps_in_episode`, or
     `ceil(time_limit / dt)` for task envs. An int, or a `[]` array (traced under jit).
@@ -121,7 +108,7 @@ def evaluate(
             keys, state, act(params, obs), env_params
         )
         done = jnp.logical_or(terminated, truncated).reshape(n)
-        extras = _extras(info, done)
+        extras = T.episode_extras({**info, "episode_done": done})
         return obs, state, jnp.asarray(reward, jnp.float32).reshape(n), done, extras
 
     # the extras' structure, without running a step

@@ -8,24 +8,13 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jaxlearn.envs.task import episode_extras  # noqa: F401 - re-exported for learners
+
 # Per-update metrics: a dict of scalars. Every learner reports at least these three, summed
 # over the episodes that finished during the update, so hosts can average exactly:
 EPISODE_METRICS = ("episode_return_sum", "episode_length_sum", "episode_count")
 # Task envs add `episode_<name>_sum` for each task metric (`success`, `collisions`, ...) and
 # each reward component (`episode_reward_<component>_sum`), from `episode_extras`.
-
-
-def episode_extras(info: dict[str, Any]) -> dict[str, jax.Array]:
-    """Scalar per-episode values a task env reports in a step's `info`, valid where
-    `info["episode_done"]`: task metrics by name, reward components as `reward_<name>`.
-    Empty for envs that report neither."""
-    out = {}
-    for k, v in info.get("task", {}).items():
-        if jnp.ndim(v) == jnp.ndim(info["episode_done"]):  # skips per-agent vectors
-            out[k] = jnp.asarray(v, jnp.float32)
-    for k, v in info.get("episode_reward_components", {}).items():
-        out[f"reward_{k}"] = jnp.asarray(v, jnp.float32)
-    return out
 
 
 class Learner(NamedTuple):

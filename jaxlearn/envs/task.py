@@ -232,6 +232,19 @@ class TaskEnv(environment.Environment):
         return int(np.prod(getattr(self.action_space(self.default_params), "shape", (1,))))
 
 
+def episode_extras(info: Mapping[str, Any]) -> dict[str, jax.Array]:
+    """Scalar per-episode values a task env reports in a step's `info`, valid where
+    `info["episode_done"]`: task metrics by name, reward components as `reward_<name>`
+    (per-agent vectors are skipped). Empty for envs that report neither."""
+    out = {}
+    for k, v in info.get("task", {}).items():
+        if jnp.ndim(v) == jnp.ndim(info["episode_done"]):
+            out[k] = jnp.asarray(v, jnp.float32)
+    for k, v in info.get("episode_reward_components", {}).items():
+        out[f"reward_{k}"] = jnp.asarray(v, jnp.float32)
+    return out
+
+
 # ---- geometry shared by the task envs -------------------------------------------------------
 
 
