@@ -112,6 +112,38 @@ def _structure(tree: Any) -> str:
     return f"{treedef}|" + ",".join(f"{x.dtype}{list(np.shape(x))}" for x in leaves)
 
 
+def _field_defaults() -> dict[str, Any]:
+    """Default value of every run and algorithm config field (for configs saved before a
+    field existed)."""
+    import dataclasses
+
+    from jaxlearn import algos
+    from jaxlearn.runner import RunConfig
+
+    out: dict[str, Any] = {}
+    for cls in (RunConfig, *(c for c, _ in algos.ALGOS.values())):
+        for f in dataclasses.fields(cls):
+            if f.default is not dataclasses.MISSING:
+                out.setdefault(f.name, []).append(f.default)
+    return out
+
+
+def _config_diff(current: dict[str, Any], saved: dict[str, Any]) -> list[str]:
+    """Fields whose values differ. A field missing from `saved` (added to jaxlearn after the
+    checkpoint was written) matches when `current` holds its default."""
+    defaults = _field_defaults()
+    diff = []
+    for k in sorted(set(current) | set(saved)):
+        if k not in saved and k in current:
+            d = defaults.get(k, [])
+            value = current[k]
+            if any(value == x or (isinstance(x, tuple) and value == list(x)) for x in d):
+                continue
+        if current.get(k) != saved.get(k):
+            diff.append(k)
+    return diff
+
+
 class Checkpointer:
     """Save and restore whole runs in `directory` (created if missing).
 
@@ -149,6 +181,19 @@ class Checkpointer:
             active_processes={rank} if multi else None,
             barrier_sync_key_prefix=f"jaxlearn_process_{rank}" if multi else None,
         )
+        # The item handlers need the same options: Orbax builds them with primary_host=0
+        # otherwise, and process i > 0 would write empty `state`/`record` folders.
+        registry = ocp.handlers.DefaultCheckpointHandlerRegistry()
+        standard = (ocp.StandardCheckpointHandler, ocp.args.StandardSave, ocp.args.StandardRestore)
+        json_ = (ocp.JsonCheckpointHandler, ocp.args.JsonSave, ocp.args.JsonRestore)
+        for item, (handler, save_args, restore_args) in (
+            ("state", standard),
+            ("history", standard),
+            ("record", json_),
+        ):
+            h = handler(multiprocessing_options=multiprocessing)
+            registry.add(item, save_args, h)
+            registry.add(item, restore_args, h)
         self.manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(
@@ -157,6 +202,7 @@ class Checkpointer:
                 create=jax.process_count() == 1,
                 multiprocessing_options=multiprocessing,
             ),
+            handler_registry=registry,
         )
 
     # ---- save ---------------------------------------------------------------------------
@@ -288,14 +334,11 @@ class Checkpointer:
                 f"{where} was written by algo={record.get('algo')!r}; this run is algo={algo!r}"
             )
         if config is not None and record.get("config") != config:
-            diff = sorted(
-                k
-                for k in set(config) | set(record.get("config") or {})
-                if config.get(k) != (record.get("config") or {}).get(k)
-            )
-            raise CheckpointError(
-                f"{where} was written with another config (fields differ: {diff})"
-            )
+            diff = _config_diff(config, record.get("config") or {})
+            if diff:
+                raise CheckpointError(
+                    f"{where} was written with another config (fields differ: {diff})"
+                )
         if record.get("structure") != _structure(like):
             raise CheckpointError(
                 f"{where} holds a state of another structure (another algorithm, network "

@@ -161,11 +161,16 @@ def from_dict(cls: type[T], values: Mapping[str, Any], *, base: T | None = None)
     return cls(**kwargs)
 
 
-def hparams_from(cfg: Any, cls: type[T]) -> T:
-    """Build a hyperparameter pytree `cls` from the same-named fields of `cfg` (float32 [])."""
+def hparams_from(cfg: Any, cls: type[T], **given: Any) -> T:
+    """Build a hyperparameter pytree `cls`: fields in `given` as given, the others from the
+    same-named fields of `cfg` (float32 [])."""
     import jax.numpy as jnp
 
-    return cls(**{f.name: jnp.float32(getattr(cfg, f.name)) for f in dataclasses.fields(cls)})
+    values = {
+        f.name: given[f.name] if f.name in given else jnp.float32(getattr(cfg, f.name))
+        for f in dataclasses.fields(cls)
+    }
+    return cls(**values)
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

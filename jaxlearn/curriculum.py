@@ -19,6 +19,11 @@ differs from the previous one. Times are seconds (the env's `dt` is seconds per 
     state = curriculum.init()
     params = curriculum.env_params(state)          # inside jit
     state = curriculum.update(state, done, outcomes)  # [N] arrays of finished episodes
+
+The thresholds are data too: `curriculum.thresholds()` is a dict of `[num_stages]` float32
+arrays (`min_episodes`, `success_rate`, `average_reward`, `coverage`,
+`max_collision_rate`) that `update(..., thresholds=...)` accepts, so a sweep can vmap
+over them (see `jaxlearn.sweep`).
 """
 
 from __future__ import annotations
@@ -290,20 +295,40 @@ class Curriculum:
         means = (state.outcomes * valid[:, None]).sum(0) / denom
         return dict(zip(OUTCOMES, means, strict=True))
 
-    def criteria_met(self, state: CurriculumState) -> jax.Array:
-        """`[]` bool: the current stage's criteria all hold (ignores whether a next exists)."""
+    def thresholds(self) -> dict[str, jax.Array]:
+        """The advancement thresholds as data: name -> `[num_stages]` float32."""
+        return {
+            "min_episodes": self.min_episodes.astype(jnp.float32),
+            "success_rate": self.success_rate,
+            "average_reward": self.average_reward,
+            "coverage": self.coverage,
+            "max_collision_rate": self.max_collision_rate,
+        }
+
+    def criteria_met(
+        self, state: CurriculumState, thresholds: Mapping[str, jax.Array] | None = None
+    ) -> jax.Array:
+        """`[]` bool: the current stage's criteria all hold (ignores whether a next exists).
+
+        `thresholds` (default `self.thresholds()`) may be traced arrays, e.g. vmapped.
+        """
+        t = self.thresholds() if thresholds is None else thresholds
         m = self.window_means(state)
         s = state.stage
         return (
-            (state.episodes_in_stage >= self.min_episodes[s])
-            & (m["success"] >= self.success_rate[s])
-            & (m["return"] >= self.average_reward[s])
-            & (m["coverage"] >= self.coverage[s])
-            & (m["collided"] <= self.max_collision_rate[s])
+            (state.episodes_in_stage.astype(jnp.float32) >= t["min_episodes"][s])
+            & (m["success"] >= t["success_rate"][s])
+            & (m["return"] >= t["average_reward"][s])
+            & (m["coverage"] >= t["coverage"][s])
+            & (m["collided"] <= t["max_collision_rate"][s])
         )
 
     def update(
-        self, state: CurriculumState, done: jax.Array, outcomes: Mapping[str, jax.Array]
+        self,
+        state: CurriculumState,
+        done: jax.Array,
+        outcomes: Mapping[str, jax.Array],
+        thresholds: Mapping[str, jax.Array] | None = None,
     ) -> CurriculumState:
         """Fold in finished episodes and advance the stage if its criteria hold.
 
@@ -311,6 +336,8 @@ class Curriculum:
             done: `[N]` bool, which entries are finished episodes (any leading shape is
                 flattened, in time-major order).
             outcomes: `[N]` arrays for keys of `OUTCOMES` (missing keys count as 0).
+            thresholds: the stage thresholds to use (default: the table's; see
+                `thresholds()`).
         """
         done = done.reshape(-1)
         cols = [
@@ -331,7 +358,7 @@ class Curriculum:
             episodes_in_stage=state.episodes_in_stage + n_new,
             updates=state.updates + 1,
         )
-        advance = self.criteria_met(state) & (state.stage < self.num_stages - 1)
+        advance = self.criteria_met(state, thresholds) & (state.stage < self.num_stages - 1)
         new_stage = state.stage + advance.astype(jnp.int32)
         return state.replace(
             stage=new_stage,

@@ -10,6 +10,19 @@ from __future__ import annotations
 import numpy as np
 
 _EPISODE_KEYS = {"episode_return_sum", "episode_length_sum", "episode_count"}
+CURVE_FILE = "curve.csv"  # per-update mean episode return over seeds, in the run folder
+
+
+def write_curve(path: str, metrics: dict[str, np.ndarray], steps_per_update: int) -> None:
+    """CSV `update,env_steps,episode_return_mean,episodes`: one row per update (all seeds
+    pooled; the return is empty where no episode finished)."""
+    ret, _ = episode_means(metrics, axis=0)
+    count = metrics["episode_count"].sum(axis=0)
+    with open(path, "w") as f:
+        f.write("update,env_steps,episode_return_mean,episodes\n")
+        for i, (r, n) in enumerate(zip(ret, count, strict=True)):
+            value = "" if not np.isfinite(r) else f"{float(r):.6g}"
+            f.write(f"{i + 1},{(i + 1) * steps_per_update},{value},{int(n)}\n")
 
 
 def episode_means(metrics: dict[str, np.ndarray], axis=None) -> tuple[np.ndarray, np.ndarray]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import flax.linen as nn
 import jax
@@ -64,19 +64,70 @@ def flatten_obs(obs: jax.Array, obs_ndim: int) -> jax.Array:
     return obs.reshape(*obs.shape[: obs.ndim - obs_ndim], -1)
 
 
+LECUN_NORMAL = nn.initializers.lecun_normal()  # nn.Dense's default kernel init
+# Parameter names of a low-rank adapter inside a `LoRADense` (see `jaxlearn.lora`).
+ADAPTER_NAMES = ("lora_a", "lora_b")
+
+
+class LoRADense(nn.Module):
+    """A Dense layer with a low-rank adapter: `y = x W + b + (alpha / rank) (x A) B`.
+
+    `kernel` `[d_in, features]` and `bias` are named as in `nn.Dense`, so a plain Dense
+    checkpoint loads into it; `lora_a` `[d_in, rank]` starts random (normal, std
+    1/sqrt(d_in)) and `lora_b` `[rank, features]` starts at zero, so a fresh adapter leaves
+    the layer's output unchanged.
+    """
+
+    features: int
+    rank: int
+    alpha: float = 1.0
+    kernel_init: Callable = LECUN_NORMAL
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        d_in = x.shape[-1]
+        kernel = self.param("kernel", self.kernel_init, (d_in, self.features))
+        bias = self.param("bias", nn.initializers.zeros, (self.features,))
+        a = self.param("lora_a", nn.initializers.normal(1.0 / math.sqrt(d_in)), (d_in, self.rank))
+        b = self.param("lora_b", nn.initializers.zeros, (self.rank, self.features))
+        return x @ kernel + bias + (self.alpha / self.rank) * ((x @ a) @ b)
+
+
+def dense(
+    features: int,
+    lora_rank: int = 0,
+    lora_alpha: float = 1.0,
+    kernel_init: Callable = LECUN_NORMAL,
+    name: str | None = None,
+) -> nn.Module:
+    """`nn.Dense`, or a `LoRADense` with the same parameter names when `lora_rank > 0`."""
+    if lora_rank > 0:
+        return LoRADense(features, lora_rank, lora_alpha, kernel_init, name=name)
+    return nn.Dense(features, kernel_init=kernel_init, name=name)
+
+
 class MLP(nn.Module):
     """Dense layers with an activation after each; input [..., d_in] -> [..., hidden[-1]].
 
     Kernels use orthogonal init with gain sqrt(2) (CleanRL/PureJaxRL's choice for PPO).
+    With `lora_rank > 0` every layer carries a low-rank adapter (`LoRADense`).
     """
 
     hidden_sizes: Sequence[int]
     activation: str = "tanh"
+    lora_rank: int = 0
+    lora_alpha: float = 1.0
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         act = ACTIVATIONS[self.activation]
-        for h in self.hidden_sizes:
-            x = nn.Dense(h, kernel_init=orthogonal(math.sqrt(2.0)))(x)
-            x = act(x)
+        for i, h in enumerate(self.hidden_sizes):
+            layer = dense(
+                h,
+                self.lora_rank,
+                self.lora_alpha,
+                orthogonal(math.sqrt(2.0)),
+                name=f"Dense_{i}",
+            )
+            x = act(layer(x))
         return x

@@ -35,11 +35,13 @@ from jaxlearn.config import (
     to_dict,
 )
 from jaxlearn.logging import (
+    CURVE_FILE,
     MetricLogger,
     final_episode_metrics,
     final_returns,
     plot_curriculum,
     plot_learning_curve,
+    write_curve,
 )
 from jaxlearn.parallel import (
     DATA_AXIS,
@@ -64,6 +66,8 @@ class RunConfig:
     keep_checkpoints: int = 3  # newest checkpoints kept (plus the best by eval return)
     eval_episodes: int = 16  # greedy episodes per seed at each checkpoint (0: no evaluation)
     devices: str | int = "auto"  # auto | all | N: local devices the seeds are sharded over
+    init_from: str | None = None  # a run folder whose network this run starts from
+    init_checkpoint: str = "best"  # which of its checkpoints: best | latest | an update step
 
     def __post_init__(self):
         check_choice(self, "algo", sorted(algos.ALGOS))
@@ -78,6 +82,19 @@ class RunConfig:
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"RunConfig.seed={self.seed!r} is invalid: must be an integer >= 0")
         check_range(self, "final_fraction", 0.0, 1.0, low_open=True)
+        from jaxlearn.export import parse_checkpoint
+
+        try:
+            parse_checkpoint(self.init_checkpoint)
+        except ValueError:
+            raise ValueError(
+                f"RunConfig.init_checkpoint={self.init_checkpoint!r} is invalid: must be best, "
+                "latest or an update step >= 0"
+            ) from None
+        if self.init_from is not None and not isinstance(self.init_from, str):
+            raise ValueError(
+                f"RunConfig.init_from={self.init_from!r} is invalid: must be a run folder path"
+            )
 
 
 RUN_FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig))
@@ -199,6 +216,13 @@ def run(
     would (its checkpoint can be resumed with `resume`).
     """
     learner, devices = _make_learner(run_cfg, algo_cfg)  # checked; nothing compiled yet
+    source = None
+    if run_cfg.init_from is not None:  # checked against this network before the run exists
+        from jaxlearn import transfer
+
+        source = transfer.load_source(run_cfg.init_from, run_cfg.init_checkpoint)
+        like = jax.eval_shape(learner.init, jax.random.key(0), learner.hparams)
+        transfer.check_fits(source, like.params, run_cfg.algo)
     if jax.process_count() > 1:
         if out is None:
             raise ValueError(
@@ -211,7 +235,7 @@ def run(
         run_dir = out
     else:
         run_dir = _write_run_dir(out, run_cfg, algo_cfg)
-    return _loop(run_dir, run_cfg, algo_cfg, learner, devices, None, log, stop_after_chunks)
+    return _loop(run_dir, run_cfg, algo_cfg, learner, devices, None, log, stop_after_chunks, source)
 
 
 def _write_run_dir(out: str | None, run_cfg: RunConfig, algo_cfg: Any) -> str:
@@ -238,6 +262,24 @@ def _gather(tree: Any) -> Any:
 
     out = multihost_utils.process_allgather(tree)  # [P, local seeds, ...]
     return jax.tree.map(lambda x: np.asarray(x).reshape(-1, *np.shape(x)[2:]), out)
+
+
+def _gather_lanes(state: Any) -> Any:
+    """A train state with every process's lanes, concatenated in process order (host
+    arrays; keys stay keys). The state itself in a one-process run."""
+    if jax.process_count() == 1:
+        return state
+    procs = jax.process_count()
+
+    def gather(x):
+        if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+            data = _gather(np.asarray(jax.device_get(jax.random.key_data(x))))
+            return jax.random.wrap_key_data(data, impl=jax.random.key_impl(x))
+        if x.size == 0:
+            return np.zeros((procs * x.shape[0], *x.shape[1:]), x.dtype)
+        return _gather(np.asarray(jax.device_get(x)))
+
+    return jax.tree.map(gather, state)
 
 
 def resume(
@@ -268,7 +310,8 @@ def resume(
 
 def _make_learner(run_cfg: RunConfig, algo_cfg: Any) -> tuple[Learner, list]:
     """The learner and its devices: seeds sharded over them, or with one seed and several
-    devices, one data-parallel agent (PPO)."""
+    devices, one data-parallel agent (algorithms whose `make_learner` takes `data_shards`:
+    PPO and DQN)."""
     procs = jax.process_count()
     if run_cfg.num_seeds % procs:
         raise ValueError(
@@ -278,14 +321,20 @@ def _make_learner(run_cfg: RunConfig, algo_cfg: Any) -> tuple[Learner, list]:
     devices = select_devices(run_cfg.devices, run_cfg.num_seeds // procs)
     _, make_learner = algos.ALGOS[run_cfg.algo]
     if run_cfg.num_seeds // procs == 1 and len(devices) > 1:
-        if "data_shards" not in inspect.signature(make_learner).parameters:
+        if not _takes_data_shards(make_learner):
+            able = [a for a, (_, m) in algos.ALGOS.items() if _takes_data_shards(m)]
             raise ValueError(
                 f"RunConfig.devices={run_cfg.devices!r} with num_seeds=1 asks for one "
-                f"data-parallel {run_cfg.algo} agent, which is supported for ppo only; "
-                f"train several seeds instead (num_seeds a multiple of {len(devices)})"
+                f"data-parallel {run_cfg.algo} agent, which is supported for "
+                f"{', '.join(able)} only; train several seeds instead (num_seeds a multiple "
+                f"of {len(devices)})"
             )
         return make_learner(algo_cfg, data_shards=len(devices)), devices
     return make_learner(algo_cfg), devices
+
+
+def _takes_data_shards(make_learner: Callable) -> bool:
+    return "data_shards" in inspect.signature(make_learner).parameters
 
 
 def _loop(
@@ -297,7 +346,9 @@ def _loop(
     mode: str | None,
     log: Callable[[str], None] | None,
     stop_after_chunks: int | None,
+    source: Any = None,
 ) -> dict[str, Any]:
+    from jaxlearn import lora
     from jaxlearn.checkpoint import Checkpointer
 
     chief = jax.process_index() == 0
@@ -356,10 +407,10 @@ def _loop(
         init_fn = jax.vmap(learner.init, in_axes=(0, None))
         init_args = (keys, hparams)
         chunk_fn = jax.vmap(chunk_one, in_axes=(0, None, None))
-    ckpt_dir = os.path.join(run_dir, CHECKPOINT_DIR)
-    if procs > 1:  # every process saves and restores its own seeds
-        ckpt_dir = os.path.join(ckpt_dir, f"process_{rank}")
-    ckpt = Checkpointer(ckpt_dir, keep=run_cfg.keep_checkpoints)
+    # One checkpoint holds every process's lanes, as a one-process run's would: process 0
+    # gathers and writes it (Orbax writes host arrays from process 0 only), and each
+    # process restores its own slice.
+    ckpt = Checkpointer(os.path.join(run_dir, CHECKPOINT_DIR), keep=run_cfg.keep_checkpoints)
 
     t0 = time.perf_counter()
     init = jax.jit(init_fn, out_shardings=lanes).lower(*init_args).compile()
@@ -367,10 +418,16 @@ def _loop(
     all_metrics: list[dict[str, np.ndarray]] = []
     if mode == "resume":
         like = jax.eval_shape(init_fn, *init_args)
+        n_lanes = jax.tree.leaves(like)[0].shape[0]
+        like = jax.tree.map(  # every process's lanes
+            lambda x: jax.ShapeDtypeStruct((procs * n_lanes, *x.shape[1:]), x.dtype), like
+        )
         state, history, record, skipped = ckpt.restore_latest_valid(
             like, algo=run_cfg.algo, config=resolved
         )
-        for step, reason in skipped:
+        state = jax.tree.map(lambda x: x[rank * n_lanes : (rank + 1) * n_lanes], state)
+        _barrier("restored")  # every process has read the checkpoints before any is moved
+        for step, reason in skipped if chief else ():
             # Move the bad checkpoint aside (never delete a user's data): the resumed run
             # will save this step again.
             aside = os.path.join(run_dir, "checkpoints_damaged", f"{step}-{int(time.time())}")
@@ -384,6 +441,16 @@ def _loop(
         log(f"[resume] {run_dir}: restored update {done_updates}/{num_updates}")
     else:
         state = init(*init_args)
+        if source is not None:
+            from jaxlearn import transfer
+
+            seeds = [0] * len(devices) if data_parallel else list(range(mine.start, mine.stop))
+            state = jax.device_put(transfer.apply(state, source, seeds), lanes)
+            log(
+                f"[init-from] {source.run_dir}: {source.checkpoint} checkpoint (update "
+                f"{source.step}) of {source.num_seeds} seed(s)"
+            )
+    trainable, num_params = lora.count(jax.tree.map(lambda x: x[0], state.params))
     chunk = jax.jit(chunk_fn, donate_argnums=0, out_shardings=lanes)
     chunk = chunk.lower(state, hparams, jnp.int32(chunk_size)).compile()
     evaluate = None
@@ -402,12 +469,13 @@ def _loop(
         f"in {num_calls} chunks on {len(devices)} device(s); compiled in "
         f"{compile_seconds:.1f}s; run folder {run_dir}"
     )
+    log(f"  parameters: {trainable:,} trainable of {num_params:,}")
 
     def save(step: int) -> None:
         eval_return = None
         extra = {}
         if evaluate is not None:
-            result = jax.device_get(evaluate(state, eval_keys))
+            result = _gather(jax.device_get(evaluate(state, eval_keys)))
             eval_return = float(np.mean(result["returns"]))
             extra["eval"] = {
                 "return_mean": eval_return,
@@ -415,9 +483,12 @@ def _loop(
                 "episodes_per_seed": run_cfg.eval_episodes,
             }
         history = {k: np.concatenate([m[k] for m in all_metrics], axis=1) for k in all_metrics[0]}
+        lanes_of_all = _gather_lanes(state)
+        if not chief:
+            return
         ckpt.save(
             step,
-            state,
+            lanes_of_all,
             algo=run_cfg.algo,
             config=resolved,
             history=history,
@@ -498,7 +569,20 @@ def _loop(
         "num_devices": len(devices),
         "data_parallel": data_parallel,
         "jax_version": jax.__version__,
+        "parameters": {"trainable": trainable, "total": num_params},
+        "init_from": None
+        if source is None
+        else {"run_dir": source.run_dir, "checkpoint": source.checkpoint, "step": source.step},
     }
+    if lora.has_adapters(state.params):  # the adapters of each of this process's seeds
+        params = jax.device_get(state.params)
+        kept = 1 if data_parallel else local_seeds
+        for j in range(kept):
+            lora.save_adapters(
+                os.path.join(run_dir, "adapters", f"seed_{mine.start + j}"),
+                jax.tree.map(lambda x: x[j], params),  # noqa: B023
+                {"algo": run_cfg.algo, "env": algo_cfg.env, "update": num_updates},
+            )
     curriculum = getattr(learner, "curriculum", None)
     curriculum_state = None
     if curriculum is not None:
@@ -519,6 +603,7 @@ def _loop(
         )
     with open(os.path.join(run_dir, "metrics.json"), "w") as f:
         json.dump(summary, f, indent=2)
+    write_curve(os.path.join(run_dir, CURVE_FILE), stacked, steps_per_update)
     plot_learning_curve(
         stacked,
         steps_per_update,

@@ -9,7 +9,10 @@
 
 Benches (`--only`): `env_step` (random stepping of vmapped CartPole-v1, raw gymnax against
 jaxlearn's `make_vec` stack), `ppo_e2e` and `dqn_e2e` (a whole training run in one jit, 1 seed
-and vmapped seeds), `buffer` (replay add+sample, against flashbax when it is importable).
+and vmapped seeds), `buffer` (replay add+sample, against flashbax when it is importable),
+`memory` (episodic-memory retrieval latency, 1M items x 256 queries, k=5, exact and
+approximate, with the approximate recall), `sweep` (trials per hour of a PPO CartPole sweep
+through `jaxlearn.sweep`: batched in one vmapped call vs one trial at a time).
 
 Every timed function is compiled ahead of time (`jax.jit(f).lower(...).compile()`), run once to
 warm up, then timed on a second run with `jax.block_until_ready`. Nothing is hard-coded: every
@@ -43,7 +46,7 @@ sys.path.insert(0, ROOT)
 # jaxlearn/_runtime.py) apply to every row, the gymnax ones included.
 import jaxlearn  # noqa: E402, F401
 
-BENCHES = ("env_step", "ppo_e2e", "dqn_e2e", "buffer")
+BENCHES = ("env_step", "ppo_e2e", "dqn_e2e", "buffer", "memory", "sweep")
 ENV_NAME = "CartPole-v1"
 ENV_STEP_LENGTH = 1000  # steps per env in the env_step bench
 FINAL_FRACTION = 0.05  # final_return_* average the last 5% of updates
@@ -59,6 +62,8 @@ EXPERIMENTS = {
 BUFFER_CAPACITY = 1_000_000
 BUFFER_ADD = 128
 BUFFER_SAMPLE = 4096
+# Episodic memory bench: items stored (the constants of the query batch are with bench_memory).
+MEMORY_CAPACITY = 1_000_000
 
 
 def log(msg: str) -> None:
@@ -101,6 +106,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--env-counts", type=int_list, help="env_step: numbers of vmapped envs")
     p.add_argument("--buffer-ops", type=int, help="buffer: ops per timed run (default by device)")
+    p.add_argument("--sweep-trials", type=int, help="sweep: trials timed each way (default 16)")
+    p.add_argument(
+        "--memory-capacity", type=int, help="memory: items stored (default 1M; quick 65,536)"
+    )
     p.add_argument("--out", metavar="FILE", help="also append the JSON lines to FILE")
     p.add_argument(
         "--peer-python",
@@ -126,6 +135,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.buffer_ops is not None and args.buffer_ops <= 0:
         p.error(f"--buffer-ops must be a positive integer, got {args.buffer_ops}")
+    if args.memory_capacity is not None and args.memory_capacity < 5:
+        p.error(f"--memory-capacity must be an integer >= 5 (k), got {args.memory_capacity}")
     if args.peer_python is not None and not os.path.isfile(args.peer_python):
         p.error(f"--peer-python {args.peer_python!r}: no such file (run --setup-peers first)")
     return args
@@ -969,6 +980,164 @@ def bench_buffer(args: argparse.Namespace, emit: Emitter, on_gpu: bool) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# memory
+
+MEMORY_QUERIES = 256  # query states per retrieval batch
+MEMORY_K = 5
+MEMORY_EMBED_DIM = 64
+MEMORY_GPU_TARGET_MS = 100.0  # issue 9: well under this per batch on a GPU
+
+
+def bench_memory(args: argparse.Namespace, emit: Emitter, on_gpu: bool) -> None:
+    """Episodic-memory retrieval latency: a full store, batches of 256 queries, k = 5, exact
+    and approximate (`jaxlearn.memory`); the approximate row carries its recall against exact.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    from jaxlearn.memory import SCORES_PER_CHUNK, episodic_memory, recall
+
+    capacity = args.memory_capacity or (65_536 if args.quick else MEMORY_CAPACITY)
+    num_batches = 2 if args.quick else (50 if on_gpu else 3)
+    memory = episodic_memory(capacity, MEMORY_EMBED_DIM, metric="l2")
+    log(f"memory: filling {capacity:,} items")
+    keys = jax.random.normal(jax.random.key(0), (capacity, MEMORY_EMBED_DIM), jnp.float32)
+    state = jax.block_until_ready(
+        jax.jit(memory.add)(memory.init(buffer_item()), buffer_batch(0, capacity), keys)
+    )
+    del keys
+    # Queries near stored keys (a stored key plus noise), as a learner's states would be.
+    picks = jax.random.randint(jax.random.key(1), (num_batches, MEMORY_QUERIES), 0, capacity)
+    noise = jax.random.normal(jax.random.key(2), (num_batches, MEMORY_QUERIES, MEMORY_EMBED_DIM))
+    queries = jax.block_until_ready(state.keys[picks] + 0.3 * noise)
+    base = {
+        "bench": "memory",
+        "impl": "jaxlearn",
+        "capacity": capacity,
+        "num_queries": MEMORY_QUERIES,
+        "k": MEMORY_K,
+        "embed_dim": MEMORY_EMBED_DIM,
+        "metric": "l2",
+        "item": BUFFER_ITEM_DOC,
+        "num_batches": num_batches,
+        "chunk_size": min(SCORES_PER_CHUNK // MEMORY_QUERIES, capacity),
+        "queries": "stored keys plus N(0, 0.3^2) noise",
+    }
+
+    def batches(approximate: bool) -> Callable:
+        def run(state, queries):
+            def body(acc, q):
+                out = memory.retrieve(state, q, MEMORY_K, approximate=approximate)
+                return acc + checksum((out.experience, out.scores)), out.indices
+
+            return jax.lax.scan(body, jnp.float32(0.0), queries)
+
+        return run
+
+    indices = {}
+    for kind in ("exact", "approximate"):
+        approximate = kind == "approximate"
+        log(f"memory {kind}: {num_batches} batches of {MEMORY_QUERIES} queries, k={MEMORY_K}")
+        what = {**base, "kind": kind}
+        try:
+            t = compile_and_time(batches(approximate), lambda: (state, queries), what=what)
+        except Exception as e:
+            emit({**what, "error": error_text(e)})
+            traceback.print_exc()
+            continue
+        indices[kind] = t.output[1]
+        latency_ms = 1e3 * t.run_seconds / num_batches
+        row = {
+            **what,
+            **timing_fields(t),
+            "latency_ms_per_batch": latency_ms,
+            "queries_per_second": num_batches * MEMORY_QUERIES / t.run_seconds,
+            **memory_fields(),
+        }
+        if approximate:
+            row["approximation"] = (
+                "default matmul precision; jax.lax.approx_max_k on TPU, lax.top_k elsewhere "
+                "(JAX lowers approx_max_k to an exact sort off TPU)"
+            )
+            if "exact" in indices:
+                flat = lambda x: x.reshape(-1, MEMORY_K)  # noqa: E731
+                row["recall_vs_exact"] = float(recall(flat(indices[kind]), flat(indices["exact"])))
+        if on_gpu:
+            row["gpu_target_ms_per_batch"] = MEMORY_GPU_TARGET_MS
+            row["within_gpu_target"] = latency_ms < MEMORY_GPU_TARGET_MS
+        emit(row)
+        del t
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def bench_sweep(args: argparse.Namespace, emit: Emitter, on_gpu: bool) -> None:
+    """Trials per hour of a PPO CartPole sweep through `jaxlearn.sweep`: the same trials in
+    batches of B (one vmapped call per batch) and one at a time (batch_size 1). Random
+    sampler, no pruning, a throwaway sqlite study; compile time included, since a sweep
+    pays it too (once per program: one for the batch, one for single trials)."""
+    import tempfile
+
+    from jaxlearn import sweep
+
+    trials = args.sweep_trials or (2 if args.quick else 16)
+    steps = 8_192 if args.quick else 100_000
+    raw = {
+        "base": EXPERIMENTS["ppo"],
+        "config": {"total_timesteps": steps, "eval_episodes": 0},
+        "num_trials": trials,
+        "pruner": "none",
+        "sampler": "random",
+        "num_chunks": 4,
+        "space": {
+            "learning_rate": {"low": 1e-4, "high": 1e-2, "log": True},
+            "ent_coef": {"low": 0.0, "high": 0.05},
+        },
+    }
+    rows = {}
+    for mode, batch in (("batched", trials), ("one_at_a_time", 1)):
+        base = {
+            "bench": "sweep",
+            "impl": "jaxlearn",
+            "mode": mode,
+            "algo": "ppo",
+            "env": ENV_NAME,
+            "trials": trials,
+            "batch_size": batch,
+            "total_timesteps_per_trial": steps,
+        }
+        log(f"sweep: {trials} PPO trials, {mode} (batch {batch})")
+        try:
+            spec = sweep.spec_from_dict({**raw, "batch_size": batch})
+            with tempfile.TemporaryDirectory() as d:
+                t0 = time.perf_counter()
+                summary = sweep.run(spec, os.path.join(d, "sweep"), log=lambda s: None)
+                wall = time.perf_counter() - t0
+        except Exception as e:
+            emit({**base, "error": error_text(e)})
+            continue
+        row = {
+            **base,
+            "wall_seconds": wall,
+            "trials_per_hour": trials * 3600.0 / wall,
+            "env_steps_per_second": trials * steps / wall,
+            "compiles": summary["compiles"],
+            "trials_complete": summary["trials"]["complete"],
+            "best_final_return": summary.get("best", {}).get("value"),
+            **memory_fields(),
+        }
+        rows[mode] = emit(row)
+    if len(rows) == 2:
+        emit(
+            {
+                "bench": "sweep",
+                "impl": "ratio",
+                "trials": trials,
+                "batched_over_one_at_a_time": rows["batched"]["trials_per_hour"]
+                / rows["one_at_a_time"]["trials_per_hour"],
+            }
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1021,6 +1190,10 @@ def main(argv: list[str] | None = None) -> int:
                 bench_rejax("dqn", dqn_seeds, ours, args, emit)
             elif bench == "buffer":
                 bench_buffer(args, emit, on_gpu)
+            elif bench == "memory":
+                bench_memory(args, emit, on_gpu)
+            elif bench == "sweep":
+                bench_sweep(args, emit, on_gpu)
         except Exception as e:
             emit({"bench": bench, "impl": "jaxlearn", "error": error_text(e)})
             traceback.print_exc()

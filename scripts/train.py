@@ -49,6 +49,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="continue this run from its newest valid checkpoint (no other flags)",
     )
     p.add_argument(
+        "--init-from",
+        metavar="RUN_DIR",
+        help="start from this run's trained network (policy transfer; shapes must match)",
+    )
+    p.add_argument(
+        "--init-checkpoint",
+        metavar="WHICH",
+        help="with --init-from: best (default), latest, or an update step",
+    )
+    p.add_argument(
+        "--compare-scratch",
+        action="store_true",
+        help="with --init-from: also train the same config from scratch (RUN_DIR/scratch) "
+        "and write transfer.png / transfer.json comparing the two return curves",
+    )
+    p.add_argument(
         "--set",
         metavar="FIELD=VALUE",
         action="append",
@@ -130,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
         ("total_timesteps", "total_timesteps"),
         ("seed", "seed"),
         ("devices", "devices"),
+        ("init_from", "init_from"),
+        ("init_checkpoint", "init_checkpoint"),
     ]:
         value = getattr(args, flag)
         if value is not None:
@@ -137,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         overrides.update(parse_set(args.set))
         run_cfg, algo_cfg = resolve_config(config_file=args.config, overrides=overrides)
+        if args.compare_scratch and run_cfg.init_from is None:
+            raise ValueError("--compare-scratch needs --init-from RUN_DIR")
         chief = not args.distributed or __import__("jax").process_index() == 0
         if args.out is not None and os.path.exists(args.out) and chief:
             raise FileExistsError(
@@ -147,13 +167,34 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         summary = run(run_cfg, algo_cfg, out=args.out)
+        if args.compare_scratch:
+            summary = _compare_scratch(run_cfg, algo_cfg, summary)
     except DivergenceError as e:
         print(f"error: {e}", file=sys.stderr)
         return 3
-    except ValueError as e:  # device/env splits are checked before anything is written
+    except (ValueError, CheckpointError) as e:  # checked before anything is written
         print(f"error: {e}", file=sys.stderr)
         return 2
     return _report(summary)
+
+
+def _compare_scratch(run_cfg, algo_cfg, summary: dict) -> dict:
+    """Train the same config from a fresh network (all parameters, no adapters) in
+    RUN_DIR/scratch, then compare the return curves (transfer.png, transfer.json)."""
+    import dataclasses
+
+    from jaxlearn import transfer
+    from jaxlearn.runner import run
+
+    run_dir = summary["run_dir"]
+    scratch = run(
+        dataclasses.replace(run_cfg, init_from=None),
+        dataclasses.replace(algo_cfg, lora_rank=0),
+        out=os.path.join(run_dir, "scratch"),
+    )
+    result = transfer.compare(run_dir, scratch["run_dir"], run_dir)
+    print(json.dumps({"transfer": result}), file=sys.stderr)
+    return summary
 
 
 def _report(summary: dict) -> int:

@@ -27,10 +27,12 @@ REQUIRED = (
 CONFIG = {
     "env_step": ("env", "num_envs", "num_steps", "total_env_steps"),
     "buffer": ("capacity", "add_batch_size", "sample_batch_size", "num_ops", "kind"),
+    "memory": ("capacity", "num_queries", "k", "embed_dim", "num_batches", "kind"),
 }
 THROUGHPUT = {
     "env_step": ("env_steps_per_second",),
     "buffer": ("ops_per_second", "items_per_second"),
+    "memory": ("latency_ms_per_batch", "queries_per_second"),
 }
 
 
@@ -39,7 +41,8 @@ def test_bench_quick_env_step_and_buffer(tmp_path):
     # XLA's multi-threaded Eigen pool can wedge intermittently on vmapped graphs on CPU; this
     # test checks the output format, not speed, so it runs single-threaded Eigen.
     xla_flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_cpu_multi_thread_eigen=false".strip()
-    cmd = [sys.executable, BENCH, "--quick", "--only", "env_step,buffer", "--out", str(out_file)]
+    only = "env_step,buffer,memory"
+    cmd = [sys.executable, BENCH, "--quick", "--only", only, "--out", str(out_file)]
     proc = subprocess.run(
         [*cmd, "--stall-seconds", "60"],
         capture_output=True,
@@ -59,7 +62,7 @@ def test_bench_quick_env_step_and_buffer(tmp_path):
     measured = []
     for row in rows:
         assert "error" not in row, row
-        assert row["bench"] in ("env_step", "buffer"), row
+        assert row["bench"] in ("env_step", "buffer", "memory"), row
         if "skipped" in row:  # e.g. flashbax not installed: a reason, no figures
             assert isinstance(row["skipped"], str) and row["skipped"], row
             assert not any(k in row for k in THROUGHPUT[row["bench"]]), row
@@ -74,6 +77,10 @@ def test_bench_quick_env_step_and_buffer(tmp_path):
     impls = {(r["bench"], r["impl"], r.get("kind")) for r in measured}
     assert {("env_step", "gymnax", None), ("env_step", "jaxlearn", None)} <= impls
     assert {("buffer", "jaxlearn", "uniform"), ("buffer", "jaxlearn", "prioritized")} <= impls
+    assert {("memory", "jaxlearn", "exact"), ("memory", "jaxlearn", "approximate")} <= impls
+    for row in measured:
+        if row["bench"] == "memory" and row["kind"] == "approximate":
+            assert 0.9 <= row["recall_vs_exact"] <= 1.0, row
     assert len({r["run_id"] for r in rows}) == 1
     for row in measured:
         if row["bench"] == "env_step" and row["impl"] == "jaxlearn":

@@ -674,3 +674,24 @@ def test_train_script_resumes_skipping_a_damaged_checkpoint(tmp_path, capsys):
     # a finished run cannot be resumed again
     assert _train_main()(["--resume", str(out)]) == 2
     assert "already finished" in capsys.readouterr().err
+
+
+def test_a_checkpoint_from_before_a_new_config_field_still_restores(tmp_path):
+    """Fields added to jaxlearn later (lora_rank, init_from, memory_fraction, ...) are
+    missing from older checkpoints' configs: they match when they hold their defaults."""
+    old = {"algo": "ppo", "learning_rate": 0.001}
+    ckpt = Checkpointer(str(tmp_path / "c"), async_save=False)
+    ckpt.save(1, {"x": np.arange(3.0)}, algo="ppo", config=old)
+    ckpt.close()
+    like = {"x": np.zeros(3)}
+    now = {**old, "lora_rank": 0, "init_from": None, "hidden_sizes": [64, 64]}
+    state, _, _ = Checkpointer(str(tmp_path / "c")).restore(1, like, algo="ppo", config=now)
+    np.testing.assert_array_equal(state["x"], np.arange(3.0))
+    with pytest.raises(CheckpointError, match=r"fields differ: \['lora_rank'\]"):
+        Checkpointer(str(tmp_path / "c")).restore(
+            1, like, algo="ppo", config={**old, "lora_rank": 2}
+        )
+    with pytest.raises(CheckpointError, match=r"fields differ: \['learning_rate'\]"):
+        Checkpointer(str(tmp_path / "c")).restore(
+            1, like, algo="ppo", config={**old, "learning_rate": 0.01}
+        )

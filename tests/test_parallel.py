@@ -179,7 +179,9 @@ DP_SCRIPT = textwrap.dedent(
     p8, _, _, m8 = dp(params=params, target_params=params, opt_state=tx.init(params),
                       batch=batch, weights=weights, hparams=hp)
     report["dqn"] = {"param_diff": max_diff(p1, p8), "moved": max_diff(p1, params),
-                     "loss_diff": abs(float(m1["loss"]) - float(m8["loss"]))}
+                     "loss_diff": abs(float(m1["loss"]) - float(m8["loss"])),
+                     "metric_diff": max(abs(float(m1[k]) - float(m8[k]))
+                                        for k in ("q_mean", "td_abs_mean", "grad_norm"))}
     try:
         data_parallel(partial(update, q_values=agent.q_values, tx=tx, axis_name="data"), mesh,
                       sharded=("batch", "weights"))(params=params, target_params=params,
@@ -213,6 +215,7 @@ def test_data_parallel_update_equals_the_single_device_update(tmp_path):
         assert report[name]["moved"] > 1e-4, report  # the update did something
         assert report[name]["param_diff"] <= 1e-5, report
         assert report[name]["loss_diff"] <= 1e-4, report
+    assert report["dqn"]["metric_diff"] <= 1e-4, report  # q_mean etc. over the whole batch
     assert "100 items, not a multiple of the 8 devices" in report["error"]
 
 
@@ -268,7 +271,76 @@ def test_one_agent_trains_data_parallel_with_identical_replicas(tmp_path):
     assert r["data_parallel"] and r["num_devices"] == 8 and r["finite"], r
     assert r["replicas_identical"], r  # pmean keeps every device's parameters equal
     assert r["envs_differ"], r  # each device steps its own envs
-    assert r["dqn_rc"] == 2 and "ppo only" in r["dqn_err"] and not r["wrote_dqn"], r
+    # DQN with the default num_envs=1 cannot split: refused before anything is written
+    assert r["dqn_rc"] == 2 and not r["wrote_dqn"], r
+    assert "DQNConfig.num_envs=1 is invalid: must be a multiple of the 8 devices" in r["dqn_err"]
+    assert "device counts that divide num_envs, buffer_size and batch_size: [1]" in r["dqn_err"]
+
+
+DQN_DP_RUN_SCRIPT = textwrap.dedent(
+    """
+    import dataclasses, json, os, sys
+    import jax, numpy as np
+    from jaxlearn.algos.dqn import make_learner
+    from jaxlearn.checkpoint import Checkpointer
+    from jaxlearn.runner import resolve_config, run
+
+    out = sys.argv[1]
+    over = {"algo": "dqn", "num_seeds": 1, "devices": "all", "num_envs": 8,
+            "total_timesteps": 4000, "learning_starts": 400, "buffer_size": 800,
+            "batch_size": 64, "train_frequency": 16, "target_update_period": 160,
+            "num_chunks": 2, "eval_episodes": 2, "prioritized": sys.argv[2] == "per"}
+    run_cfg, cfg = resolve_config(overrides=over)
+    summary = run(run_cfg, cfg, out=os.path.join(out, "dp"), log=lambda s: None)
+    # one device's replica: 1 env, a replay shard of 100, batches of 8
+    local = dataclasses.replace(cfg, num_envs=1, buffer_size=100, batch_size=8,
+                                train_frequency=2, target_update_period=20)
+    one = jax.eval_shape(make_learner(local).init, jax.random.key(0), cfg.hparams())
+    like = jax.tree.map(lambda x: jax.ShapeDtypeStruct((8, *x.shape), x.dtype), one)
+    state, history, _ = Checkpointer(os.path.join(out, "dp", "checkpoints")).restore(None, like)
+
+    def same(tree):
+        return all(bool(np.all(np.asarray(x) == np.asarray(x)[:1])) for x in jax.tree.leaves(tree))
+
+    def differ(x):
+        return not np.array_equal(np.asarray(x)[0], np.asarray(x)[1])
+
+    print(json.dumps({
+        "params_identical": same((state.params, state.target_params, state.opt_state)),
+        "episodes_identical": same(state.episodes),  # one epsilon schedule for all devices
+        "envs_differ": differ(state.obs),
+        "shards_differ": differ(state.buffer.items.obs),
+        "shard_size": int(np.asarray(state.buffer.size)[0]),
+        "learned": float(np.asarray(history["learning"]).sum()),
+        "episode_count": float(np.asarray(history["episode_count"]).sum()),
+        "data_parallel": summary["data_parallel"], "num_devices": summary["num_devices"],
+        "finite": bool(np.isfinite(summary["final_return_mean"]))}))
+    """
+)
+
+
+@pytest.mark.parametrize("replay", ["uniform", "per"])
+def test_one_dqn_agent_trains_data_parallel_with_identical_replicas(tmp_path, replay):
+    env = {
+        **os.environ,
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
+        "JAX_PLATFORMS": "cpu",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", DQN_DP_RUN_SCRIPT, str(tmp_path), replay],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert r["data_parallel"] and r["num_devices"] == 8 and r["finite"], r
+    assert r["params_identical"] and r["episodes_identical"], r  # pmean keeps replicas equal
+    assert r["envs_differ"] and r["shards_differ"], r  # each device: its envs, its replay
+    assert r["shard_size"] == 100, r  # buffer_size / 8, full after 4000 env steps
+    assert r["learned"] > 0 and r["episode_count"] > 0, r
 
 
 def _free_port():
@@ -279,28 +351,28 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def test_two_processes_on_localhost_train_the_seeds_of_one_process_run(tmp_path):
-    # jax.distributed with CPU devices (gloo): each process trains one of the two seeds.
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    common = [
-        "--num-seeds",
-        "2",
-        "--total-timesteps",
-        "8192",
-        "--set",
-        "num_chunks=2",
-        "--set",
-        "eval_episodes=2",
-    ]
-    train = [sys.executable, "scripts/train.py"]
+TWO_PROCESS_FLAGS = [
+    "--num-seeds",
+    "2",
+    "--total-timesteps",
+    "8192",
+    "--set",
+    "num_chunks=2",
+    "--set",
+    "eval_episodes=2",
+]
+
+
+def _two_processes(args_of):
+    """Run `args_of(process_id)` (argv after the interpreter) as processes 1 and 0 of a
+    2-process jax.distributed job on localhost (CPU devices, gloo); fail on an error."""
     port = _free_port()
     dist = ["--distributed", "--coordinator-address", f"localhost:{port}", "--num-processes", "2"]
-    out = str(tmp_path / "multi")
     procs = [
         subprocess.Popen(
-            train + dist + ["--process-id", str(i), "--out", out] + common,
+            [sys.executable, *args_of(i), *dist, "--process-id", str(i)],
             cwd=ROOT,
-            env=env,
+            env={**os.environ, "JAX_PLATFORMS": "cpu"},
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -310,10 +382,40 @@ def test_two_processes_on_localhost_train_the_seeds_of_one_process_run(tmp_path)
     results = [p.communicate(timeout=600) for p in procs]
     for p, (_, err) in zip(procs, results, strict=True):
         assert p.returncode == 0, err[-3000:]
+
+
+@pytest.fixture(scope="module")
+def two_process_run(tmp_path_factory):
+    """An uninterrupted 2-process PPO run of 2 seeds (one per process); its folder."""
+    out = str(tmp_path_factory.mktemp("two_processes") / "multi")
+    _two_processes(lambda i: ["scripts/train.py", "--out", out, *TWO_PROCESS_FLAGS])
+    return out
+
+
+def _final_state(run_dir, num_seeds=2):
+    import jax
+
+    from jaxlearn.algos.ppo import make_learner
+    from jaxlearn.checkpoint import Checkpointer
+    from jaxlearn.runner import resolve_config
+
+    _, cfg = resolve_config(config_file=os.path.join(run_dir, "config.yaml"))
+    learner = make_learner(cfg)
+    keys = jax.random.split(jax.random.key(0), num_seeds)
+    like = jax.eval_shape(jax.vmap(learner.init, in_axes=(0, None)), keys, learner.hparams)
+    ckpt = Checkpointer(os.path.join(run_dir, "checkpoints"))
+    state, history, record = ckpt.restore(ckpt.latest_step(), like)
+    ckpt.close()
+    return state, history, record
+
+
+def test_two_processes_on_localhost_train_the_seeds_of_one_process_run(tmp_path, two_process_run):
+    # jax.distributed with CPU devices (gloo): each process trains one of the two seeds.
+    out = two_process_run
     single = subprocess.run(
-        train + ["--out", str(tmp_path / "single")] + common,
+        [sys.executable, "scripts/train.py", "--out", str(tmp_path / "single")] + TWO_PROCESS_FLAGS,
         cwd=ROOT,
-        env=env,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
         capture_output=True,
         text=True,
         timeout=600,
@@ -323,5 +425,56 @@ def test_two_processes_on_localhost_train_the_seeds_of_one_process_run(tmp_path)
     one = json.load(open(tmp_path / "single" / "metrics.json"))
     assert multi["num_processes"] == 2 and one["num_processes"] == 1
     assert multi["final_return_per_seed"] == pytest.approx(one["final_return_per_seed"], rel=1e-5)
-    for i in (0, 1):  # each process checkpoints its own seeds
-        assert os.listdir(os.path.join(out, "checkpoints", f"process_{i}"))
+    # process 0 writes one checkpoint of both processes' seeds, laid out as a 1-process run's
+    assert sorted(os.listdir(os.path.join(out, "checkpoints"))) == ["16", "8"]
+    _, history, record = _final_state(out)
+    assert record["step"] == 16 and len(record["eval"]["return_per_seed"]) == 2
+    assert history["episode_count"].shape == (2, 16)
+
+
+STOP_SCRIPT = textwrap.dedent(
+    """
+    import argparse, sys
+    import jax
+
+    p = argparse.ArgumentParser()
+    for flag in ("--out", "--coordinator-address", "--num-processes", "--process-id"):
+        p.add_argument(flag)
+    p.add_argument("--distributed", action="store_true")
+    a = p.parse_args()
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(a.coordinator_address, int(a.num_processes), int(a.process_id))
+    from jaxlearn.runner import resolve_config, run  # after initialize (gymnax starts XLA)
+
+    over = {"num_seeds": 2, "total_timesteps": 8192, "num_chunks": 2, "eval_episodes": 2}
+    run_cfg, cfg = resolve_config(overrides=over)
+    print(run(run_cfg, cfg, out=a.out, stop_after_chunks=1))
+    """
+)
+
+
+def test_two_process_run_stopped_after_a_chunk_resumes_to_the_uninterrupted_result(
+    tmp_path, two_process_run
+):
+    import jax
+    import numpy as np
+
+    out = str(tmp_path / "stopped")
+    _two_processes(lambda i: ["-c", STOP_SCRIPT, "--out", out])  # same flags as the fixture's
+    assert not os.path.exists(os.path.join(out, "metrics.json"))
+    assert os.listdir(os.path.join(out, "checkpoints")) == ["8"]
+    _two_processes(lambda i: ["scripts/train.py", "--resume", out])
+    resumed = json.load(open(os.path.join(out, "metrics.json")))
+    whole = json.load(open(os.path.join(two_process_run, "metrics.json")))
+    assert resumed["resumed"] and resumed["num_processes"] == 2
+    assert resumed["final_return_per_seed"] == whole["final_return_per_seed"]
+    a, history_a, _ = _final_state(out)
+    b, history_b, _ = _final_state(two_process_run)
+    leaves_a, leaves_b = jax.tree.leaves(a), jax.tree.leaves(b)
+    assert len(leaves_a) == len(leaves_b)
+    for x, y in zip(leaves_a, leaves_b, strict=True):  # params, Adam moments, env states, keys
+        if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+            x, y = jax.random.key_data(x), jax.random.key_data(y)
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    for k in history_b:
+        np.testing.assert_array_equal(history_a[k], history_b[k])

@@ -70,6 +70,30 @@ def make_curriculum(cfg: Any, env: Any, params: Any):
         raise ValueError(f"{type(cfg).__name__}.{e}") from None
 
 
+def env_hparams(cfg: Any) -> dict[str, Any]:
+    """The env side of a config's hyperparameters, as data (device arrays).
+
+    Returns `{"reward_weights": ..., "curriculum": ...}`: the reward weights (task envs;
+    name -> `[]` float32, after `reward_weights` overrides) and the curriculum's stage
+    thresholds (name -> `[num_stages]` float32, see `Curriculum.thresholds`); each is None
+    when the config has none. Learners read them from the hparams, not the config, so a
+    sweep can vmap over them.
+    """
+    env, params = base_env(cfg)
+    weights = dict(params.reward_weights) if isinstance(env, TaskEnv) else None
+    curriculum = make_curriculum(cfg, env, params)
+    return {
+        "reward_weights": weights,
+        "curriculum": None if curriculum is None else curriculum.thresholds(),
+    }
+
+
+def with_reward_weights(env_params: Any, hparams: Any) -> Any:
+    """`env_params` with the reward weights of `hparams` (unchanged when it has none)."""
+    weights = getattr(hparams, "reward_weights", None)
+    return env_params if weights is None else env_params.replace(reward_weights=weights)
+
+
 def check_env_fields(cfg: Any) -> None:
     """Validate the env fields of `cfg` (host only; nothing is compiled)."""
     env, params = base_env(cfg)

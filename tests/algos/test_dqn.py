@@ -353,6 +353,7 @@ def hparams_runs():
         epsilon_end=jnp.float32(0.1),
         exploration_fraction=jnp.float32(0.2),
         epsilon_decay=jnp.float32(0.99),
+        target_update_period=jnp.float32(200.0),
     )
     jitted = jax.jit(train)
     runs = [jitted(jax.random.key(0), hp) for hp in (cfg.hparams(), other)]

@@ -17,11 +17,13 @@ from jaxlearn.config import (
     fail,
     hparams_from,
 )
-from jaxlearn.envs.setup import base_env, check_env_fields
+from jaxlearn.envs.setup import base_env, check_env_fields, env_hparams
 
 ACTIVATIONS = ("relu", "tanh", "gelu", "silu", "elu")
 LOSSES = ("huber", "mse")
 EPSILON_SCHEDULES = ("linear", "exponential")
+MEMORY_EMBEDDINGS = ("projection", "features")
+MEMORY_METRICS = ("l2", "cosine")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +72,18 @@ class DQNConfig:
     per_beta_end: float = 1.0  # reached at the last gradient step
     per_eps: float = 1e-6
     rollout_unroll: int = 1  # lax.scan unroll of the env-step loop (speed only)
+    # low-rank adapters on every Dense layer (0: off); with them only the adapters train
+    lora_rank: int = 0
+    lora_alpha: float = 1.0  # adapter output scale is lora_alpha / lora_rank
+    # episodic memory (jaxlearn.memory): this fraction of each batch is transitions retrieved
+    # from a larger store as the nearest neighbours of the batch's own states (0: off)
+    memory_fraction: float = 0.0
+    memory_size: int = 100_000  # transitions kept; >= buffer_size
+    memory_k: int = 4  # neighbours per query state
+    memory_embedding: str = "projection"  # projection (random, of obs) | features (Q-net)
+    memory_embed_dim: int = 32  # projection only; features use hidden_sizes[-1]
+    memory_metric: str = "l2"  # l2 | cosine
+    memory_approx: bool = False  # jax.lax.approx_max_k instead of exact top-k
     # task envs (jaxlearn.envs.setup): constructor kwargs, param and reward-weight
     # overrides, and an optional curriculum ("default" or a stage table)
     env_kwargs: dict | None = None
@@ -154,9 +168,15 @@ class DQNConfig:
         check_choice(self, "activation", ACTIVATIONS)
         check_choice(self, "loss", LOSSES)
         check_choice(self, "epsilon_schedule", EPSILON_SCHEDULES)
-        for f in ("double_dqn", "prioritized"):
+        if isinstance(self.lora_rank, bool) or not isinstance(self.lora_rank, int):
+            fail(name, "lora_rank", self.lora_rank, "must be an integer >= 0 (0: no adapters)")
+        if self.lora_rank < 0:
+            fail(name, "lora_rank", self.lora_rank, "must be an integer >= 0 (0: no adapters)")
+        check_range(self, "lora_alpha", 0.0, None, low_open=True)
+        for f in ("double_dqn", "prioritized", "memory_approx"):
             if not isinstance(getattr(self, f), bool):
                 fail(name, f, getattr(self, f), "must be a bool (true/false)")
+        self._check_memory()
         check_env_fields(self)
         space = self.action_space()
         if not isinstance(space, spaces.Discrete):
@@ -166,6 +186,66 @@ class DQNConfig:
                 self.env,
                 f"DQN needs a Discrete action space, but this env's is {space!r}",
             )
+
+    def _check_memory(self) -> None:
+        """Episodic-memory fields: ranges always, consistency with the batch when on."""
+        name = type(self).__name__
+        check_range(self, "memory_fraction", 0.0, 1.0, high_open=True)
+        check_positive_int(self, "memory_size", "memory_k", "memory_embed_dim")
+        check_choice(self, "memory_embedding", MEMORY_EMBEDDINGS)
+        check_choice(self, "memory_metric", MEMORY_METRICS)
+        if self.memory_fraction == 0.0:
+            return
+        m, b = self.memory_batch_size, self.batch_size
+        if m == 0:
+            fail(
+                name,
+                "memory_fraction",
+                self.memory_fraction,
+                f"gives round(memory_fraction * batch_size={b}) = 0 memory items per batch; "
+                f"use 0 (off) or >= {0.5 / b:.3g}",
+            )
+        if m >= b:
+            fail(
+                name,
+                "memory_fraction",
+                self.memory_fraction,
+                f"gives {m} of batch_size={b} items from memory, leaving none from replay "
+                "(the replayed states are the memory queries)",
+            )
+        if self.memory_queries > b - m:
+            fail(
+                name,
+                "memory_k",
+                self.memory_k,
+                f"must be larger: {m} memory items need ceil({m} / memory_k) = "
+                f"{self.memory_queries} query states, but the replay part of the batch has "
+                f"{b - m}; use memory_k >= {-(-m // (b - m))} or a smaller memory_fraction",
+            )
+        if self.memory_size < self.buffer_size:
+            fail(
+                name,
+                "memory_size",
+                self.memory_size,
+                f"must be >= buffer_size={self.buffer_size}: the memory keeps at least what "
+                "the replay buffer holds (a replayed state's nearest stored item is then "
+                "itself, and is skipped)",
+            )
+
+    @property
+    def memory_batch_size(self) -> int:
+        """Items of each batch retrieved from the episodic memory (0: off)."""
+        return math.floor(self.memory_fraction * self.batch_size + 0.5)
+
+    @property
+    def replay_batch_size(self) -> int:
+        """Items of each batch sampled from the replay buffer."""
+        return self.batch_size - self.memory_batch_size
+
+    @property
+    def memory_queries(self) -> int:
+        """Replayed states used as memory queries, `memory_k` neighbours each."""
+        return -(-self.memory_batch_size // self.memory_k)
 
     def action_space(self) -> spaces.Space:
         env, params = base_env(self)
@@ -197,7 +277,13 @@ class DQNConfig:
         return max(1, (self.num_updates - self.first_learning_update) * self.gradient_steps)
 
     def hparams(self) -> DQNHParams:
-        return hparams_from(self, DQNHParams)
+        return hparams_from(self, DQNHParams, **env_hparams(self))
+
+    def data_fields(self) -> tuple[str, ...]:
+        """Config fields that reach the compiled program only through `hparams()`: changing
+        them needs no recompile."""
+        names = [f.name for f in dataclasses.fields(DQNHParams) if hasattr(self, f.name)]
+        return tuple(n for n in names if n not in ("reward_weights", "curriculum"))
 
 
 @struct.dataclass
@@ -216,3 +302,7 @@ class DQNHParams:
     epsilon_end: jnp.ndarray
     exploration_fraction: jnp.ndarray  # linear schedule only
     epsilon_decay: jnp.ndarray  # exponential schedule only
+    target_update_period: jnp.ndarray  # env steps between target updates
+    # task envs: reward weights (name -> []) and curriculum thresholds (name -> [stages])
+    reward_weights: dict | None = None
+    curriculum: dict | None = None

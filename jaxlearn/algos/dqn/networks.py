@@ -11,7 +11,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxlearn.networks import ACTIVATIONS
+from jaxlearn.networks import ACTIVATIONS, dense
 
 
 class QNetwork(nn.Module):
@@ -29,12 +29,15 @@ class QNetwork(nn.Module):
     obs_ndim: int = 1
     hidden_sizes: Sequence[int] = (120, 84)
     activation: str = "relu"
+    lora_rank: int = 0  # > 0: a low-rank adapter on every Dense layer (jaxlearn.lora)
+    lora_alpha: float = 1.0
 
     @nn.compact
     def __call__(self, obs: jax.Array) -> jax.Array:
         x = obs.astype(jnp.float32)
         x = x.reshape(*x.shape[: x.ndim - self.obs_ndim], -1)
         act = ACTIVATIONS[self.activation]
-        for h in self.hidden_sizes:
-            x = act(nn.Dense(h)(x))
-        return nn.Dense(self.action_dim)(x)
+        r, alpha = self.lora_rank, self.lora_alpha
+        for i, h in enumerate(self.hidden_sizes):
+            x = act(dense(h, r, alpha, name=f"Dense_{i}")(x))
+        return dense(self.action_dim, r, alpha, name=f"Dense_{len(self.hidden_sizes)}")(x)

@@ -8,7 +8,9 @@ static body and vmapped seeds share every kernel:
    transition per env;
 2. the `train_frequency` emitted transitions are added to the replay buffer in one write;
 3. `gradient_steps` gradient steps, each on a freshly sampled batch (prioritized replay:
-   importance-weighted loss, then `update_priorities` with |TD error|). Before
+   importance-weighted loss, then `update_priorities` with |TD error|; with an episodic
+   memory, `memory_fraction` of the batch is the stored transitions nearest to the
+   batch's own states, see `make_memory`). Before
    `learning_starts` env steps they are computed and discarded with `jnp.where`, not
    skipped with Python or `lax.cond` control flow;
 4. every `target_update_period` env steps, `target <- tau * online + (1 - tau) * target`.
@@ -27,7 +29,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from jaxlearn import spaces
+from jaxlearn import lora, spaces
 from jaxlearn.algos.base import Learner, all_finite, episode_extras, make_train_fn
 from jaxlearn.algos.dqn.config import DQNConfig, DQNHParams
 from jaxlearn.algos.dqn.exploration import (
@@ -41,9 +43,12 @@ from jaxlearn.algos.dqn.losses import double_q_target, dqn_loss, q_learning_targ
 from jaxlearn.algos.dqn.networks import QNetwork
 from jaxlearn.algos.dqn.nstep import NStepWindow, Step, Transition, window_init, window_push
 from jaxlearn.buffers import prioritized_buffer, uniform_buffer
+from jaxlearn.config import fail
 from jaxlearn.curriculum import episode_outcomes
-from jaxlearn.envs.setup import base_env, build_env
+from jaxlearn.envs.setup import base_env, build_env, with_reward_weights
 from jaxlearn.evaluation import evaluate
+from jaxlearn.memory import Memory, episodic_memory, project, random_projection
+from jaxlearn.networks import ACTIVATIONS
 
 
 @struct.dataclass
@@ -61,6 +66,7 @@ class DQNState:
     update_step: jax.Array  # [] int32 updates done so far
     episodes: jax.Array  # [] int32 episodes finished so far (exponential epsilon)
     curriculum: Any = None  # CurriculumState when the config has a curriculum
+    memory: Any = None  # MemoryState of `Transition`s when memory_fraction > 0
 
 
 class Agent(NamedTuple):
@@ -83,6 +89,8 @@ def make_agent(config: DQNConfig, env: Any, env_params: Any) -> Agent:
         obs_ndim=len(obs_shape),
         hidden_sizes=tuple(config.hidden_sizes),
         activation=config.activation,
+        lora_rank=config.lora_rank,
+        lora_alpha=config.lora_alpha,
     )
 
     def q_values(params, obs):
@@ -99,28 +107,33 @@ def make_agent(config: DQNConfig, env: Any, env_params: Any) -> Agent:
 
 
 def make_optimizer(config: DQNConfig) -> optax.GradientTransformation:
-    """Adam's direction only: clipping and the learning rate come from `DQNHParams`."""
-    return optax.scale_by_adam(eps=config.adam_eps)
+    """Adam's direction only: clipping and the learning rate come from `DQNHParams`.
+    With LoRA (`lora_rank > 0`) only the adapters have optimizer state and move."""
+    adam = optax.scale_by_adam(eps=config.adam_eps)
+    return lora.only_adapters(adam) if config.lora_rank else adam
 
 
-def make_replay(config: DQNConfig):
-    """The replay buffer of `Transition`s: uniform, or prioritized when `config.prioritized`."""
+def make_replay(config: DQNConfig, shards: int = 1):
+    """The replay buffer of `Transition`s: uniform, or prioritized when `config.prioritized`.
+
+    With `shards = D > 1` it is one device's shard of a data-parallel agent's replay:
+    `buffer_size / D` transitions, `batch_size / D` sampled, `train_frequency / D` added.
+    """
+    capacity = config.buffer_size // shards
+    batch = config.replay_batch_size // shards  # the rest of a batch: episodic memory
+    added = config.train_frequency // shards
     if config.prioritized:
         return prioritized_buffer(
-            capacity=config.buffer_size,
-            sample_batch_size=config.batch_size,
+            capacity=capacity,
+            sample_batch_size=batch,
             alpha=config.per_alpha,
             beta_start=config.per_beta_start,
             beta_end=config.per_beta_end,
             beta_steps=config.num_learning_steps,
             eps=config.per_eps,
-            add_batch_size=config.train_frequency,
+            add_batch_size=added,
         )
-    return uniform_buffer(
-        capacity=config.buffer_size,
-        sample_batch_size=config.batch_size,
-        add_batch_size=config.train_frequency,
-    )
+    return uniform_buffer(capacity=capacity, sample_batch_size=batch, add_batch_size=added)
 
 
 def epsilon_at(
@@ -183,6 +196,8 @@ def update(
     (loss_value, info), grads = jax.value_and_grad(dqn_loss, has_aux=True)(
         params, q_values, batch.obs, batch.action, targets, weights, loss
     )
+    if lora.has_adapters(grads):  # LoRA: the base network stays frozen
+        grads = lora.freeze(grads)
     if axis_name is not None:
         grads, loss_value = jax.lax.pmean((grads, loss_value), axis_name)
     g_norm = optax.tree.norm(grads)
@@ -191,11 +206,18 @@ def update(
     updates, opt_state = tx.update(grads, opt_state, params)
     params = jax.tree.map(lambda p, u: p - hparams.learning_rate * u, params, updates)
     valid = batch.valid.astype(jnp.float32)
-    num_valid = jnp.maximum(jnp.sum(valid), 1.0)
+    sums = (
+        jnp.sum(valid),
+        jnp.sum(info.q_selected * valid),
+        jnp.sum(jnp.abs(info.td_error) * valid),
+    )
+    if axis_name is not None:  # means over every device's batch, the same on each device
+        sums = jax.lax.psum(sums, axis_name)
+    num_valid = jnp.maximum(sums[0], 1.0)
     metrics = {
         "loss": loss_value,
-        "q_mean": jnp.sum(info.q_selected * valid) / num_valid,
-        "td_abs_mean": jnp.sum(jnp.abs(info.td_error) * valid) / num_valid,
+        "q_mean": sums[1] / num_valid,
+        "td_abs_mean": sums[2] / num_valid,
         "grad_norm": g_norm,
     }
     return params, opt_state, info.td_error, metrics
@@ -205,16 +227,83 @@ def _where(pred: jax.Array, on_true: Any, on_false: Any) -> Any:
     return jax.tree.map(lambda a, b: jnp.where(pred, a, b), on_true, on_false)
 
 
-def make_learner(config: DQNConfig) -> Learner:
-    """DQN as `init(key, hparams)` / `update(state, hparams)` over a `DQNState`."""
-    env, env_params, curriculum = build_env(config, config.num_envs)
+def q_features(network: QNetwork, params: Any, obs: jax.Array) -> jax.Array:
+    """The Q-network's last hidden activations: obs [B, *obs_shape] -> [B, hidden_sizes[-1]]."""
+    layer = f"Dense_{len(network.hidden_sizes) - 1}"
+    _, captured = network.apply(
+        params,
+        obs,
+        capture_intermediates=lambda m, method: m.name == layer and method == "__call__",
+        mutable=["intermediates"],
+    )
+    return ACTIVATIONS[network.activation](captured["intermediates"][layer]["__call__"][0])
+
+
+def make_memory(
+    config: DQNConfig, agent: Agent, obs_shape: tuple[int, ...], shards: int = 1
+) -> tuple[Memory | None, Callable[[Any, jax.Array], jax.Array] | None]:
+    """The episodic memory of `Transition`s and its embedding `(params, obs [N, ...]) ->
+    [N, D]`, or `(None, None)` when `memory_fraction` is 0.
+
+    `projection`: a fixed Gaussian projection of the flattened observation (the same for
+    every seed); `features`: the online Q-network's last hidden layer, computed with the
+    parameters of the moment (stored keys keep the parameters they were added with).
+    """
+    if config.memory_fraction == 0.0:
+        return None, None
+    if shards > 1:
+        fail(
+            type(config).__name__,
+            "memory_fraction",
+            config.memory_fraction,
+            "must be 0: the episodic memory does not support data-parallel training yet",
+        )
+    if config.memory_embedding == "features":
+        dim = config.hidden_sizes[-1]
+
+        def embed(params, obs):
+            return q_features(agent.network, params, obs)
+
+    else:
+        dim = config.memory_embed_dim
+        with jax.ensure_compile_time_eval():  # a constant, also if built under a trace
+            projection = random_projection(jax.random.key(0), obs_shape, dim)
+
+        def embed(params, obs):
+            del params
+            return project(projection, obs)
+
+    memory = episodic_memory(
+        config.memory_size,
+        dim,
+        metric=config.memory_metric,
+        add_batch_size=config.train_frequency,
+    )
+    return memory, embed
+
+
+def make_learner(config: DQNConfig, data_shards: int = 1) -> Learner:
+    """DQN as `init(key, hparams)` / `update(state, hparams)` over a `DQNState`.
+
+    With `data_shards = D > 1` the learner is one device's part of a data-parallel agent: it
+    runs `num_envs / D` envs, keeps its own replay shard (`buffer_size / D`, prioritized per
+    shard) and samples `batch_size / D` per gradient step; it must be called inside
+    `shard_map` over the axis `jaxlearn.parallel.DATA_AXIS`. Gradients and loss metrics are
+    averaged over the axis and episode counts summed, so every device holds the same
+    parameters and follows the same epsilon schedule (see `jaxlearn.parallel`).
+    """
+    axis = None
+    if data_shards > 1:
+        axis = _check_data_parallel(config, data_shards)
+    env, env_params, curriculum = build_env(config, config.num_envs // data_shards)
     agent = make_agent(config, env, env_params)
     tx = make_optimizer(config)
-    buffer = make_replay(config)
+    buffer = make_replay(config, data_shards)
     obs_space = env.observation_space(env_params)
     obs_shape = tuple(obs_space.shape)
     obs_dtype = jax.dtypes.canonicalize_dtype(obs_space.dtype)
-    num_envs = config.num_envs
+    memory, embed = make_memory(config, agent, obs_shape, data_shards)
+    num_envs = config.num_envs // data_shards  # this device's envs
     steps_per_env = config.steps_per_env
     first_learning_update = config.first_learning_update
     num_actions = agent.network.action_dim
@@ -222,6 +311,8 @@ def make_learner(config: DQNConfig) -> Learner:
     def init(key: jax.Array, hparams: DQNHParams) -> DQNState:
         del hparams  # nothing in the initial state depends on them
         k_net, k_env, k_run = jax.random.split(key, 3)
+        if axis is not None:  # same network on every device, different envs
+            k_env = jax.random.fold_in(k_env, jax.lax.axis_index(axis))
         c_state = None if curriculum is None else curriculum.init()
         obs, env_state = env.reset(k_env, params_of(c_state))
         params = agent.network.init(k_net, obs[:1])
@@ -250,6 +341,7 @@ def make_learner(config: DQNConfig) -> Learner:
             update_step=jnp.int32(0),
             episodes=jnp.int32(0),
             curriculum=c_state,
+            memory=None if memory is None else memory.init(example_item),
         )
 
     def params_of(c_state: Any) -> Any:
@@ -258,12 +350,13 @@ def make_learner(config: DQNConfig) -> Learner:
 
     def rollout(state: DQNState, hparams: DQNHParams, k_noise: jax.Array, env_keys: jax.Array):
         first_env_step = state.update_step * config.train_frequency
-        stage_params = params_of(state.curriculum)
+        stage_params = with_reward_weights(params_of(state.curriculum), hparams)
 
         def env_step(carry, xs):
             env_state, obs, window, episodes, ep_stats = carry
             i, k_env, noise = xs
-            epsilon = epsilon_at(config, hparams, first_env_step + i * num_envs, episodes)
+            # env steps and episodes of the whole agent (all devices' envs)
+            epsilon = epsilon_at(config, hparams, first_env_step + i * config.num_envs, episodes)
             q = agent.q_values(state.params, obs)
             action = epsilon_greedy_with_noise(q, epsilon, noise)
             next_obs, env_state, reward, terminated, truncated, info = env.step(
@@ -284,7 +377,10 @@ def make_learner(config: DQNConfig) -> Learner:
                 ep_stats[1] + jnp.sum(jnp.where(ep_done, info["episode_length"], 0)),
                 ep_stats[2] + jnp.sum(ep_done.astype(jnp.int32)),
             )
-            episodes = episodes + jnp.sum(ep_done.astype(jnp.int32))
+            finished = jnp.sum(ep_done.astype(jnp.int32))
+            if axis is not None and config.epsilon_schedule == "exponential":
+                finished = jax.lax.psum(finished, axis)  # the schedule counts every device's
+            episodes = episodes + finished
             episode = (ep_done, info["episode_return"], episode_extras(info))
             return (env_state, next_obs, window, episodes, ep_stats), (transition, epsilon, episode)
 
@@ -295,9 +391,43 @@ def make_learner(config: DQNConfig) -> Learner:
         carry, (transitions, epsilons, episodes) = jax.lax.scan(
             env_step, carry, xs, unroll=config.rollout_unroll
         )
+        if axis is not None and config.epsilon_schedule != "exponential":
+            # one collective per update instead of per env step: the count is not read above
+            finished = jax.lax.psum(carry[3] - state.episodes, axis)
+            carry = (*carry[:3], state.episodes + finished, carry[4])
         # [steps_per_env, num_envs, ...] -> [train_frequency, ...]
         transitions = jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), transitions)
         return carry, transitions, epsilons[-1], episodes
+
+    def mix_memory(memory_state: Any, params: Any, batch: Transition, weights: jax.Array):
+        """Append `memory_batch_size` transitions retrieved from the episodic memory as the
+        `memory_k` nearest neighbours of the batch's first `memory_queries` states.
+
+        Args: batch `Transition` [R, ...] and weights [R] of the replayed items.
+        Returns: (batch [B, ...], weights [B], metrics), B = batch_size; retrieved items get
+        weight 1 (0 where fewer neighbours exist than asked for).
+        """
+        m = config.memory_batch_size
+        queries = embed(params, batch.obs[: config.memory_queries])
+        got = memory.retrieve(
+            memory_state, queries, config.memory_k + 1, approximate=config.memory_approx
+        )
+
+        # Rank 0 is the query's own transition (the memory holds all the replay buffer does).
+        def flat(x):
+            return x[:, 1:].reshape(-1, *x.shape[2:])[:m]
+
+        found = flat(got.valid)
+        extra = jax.tree.map(flat, got.experience)
+        extra = extra._replace(valid=extra.valid & found)
+        batch = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), batch, extra)
+        weights = jnp.concatenate([weights, extra.valid.astype(jnp.float32)])
+        num_found = jnp.maximum(jnp.sum(found), 1)
+        metrics = {
+            "memory_found": jnp.mean(found.astype(jnp.float32)),
+            "memory_score_mean": jnp.sum(jnp.where(found, flat(got.scores), 0.0)) / num_found,
+        }
+        return batch, weights, metrics
 
     def learn(state: DQNState, buffer_state: Any, hparams: DQNHParams, keys: jax.Array):
         do_learn = (state.update_step >= first_learning_update) & buffer.can_sample(buffer_state)
@@ -309,6 +439,9 @@ def make_learner(config: DQNConfig) -> Learner:
             weights = batch.valid.astype(jnp.float32)
             if config.prioritized:
                 weights = weights * sample.weights
+            memory_metrics = {}
+            if memory is not None:
+                batch, weights, memory_metrics = mix_memory(state.memory, params, batch, weights)
             new_params, new_opt_state, td_error, metrics = update(
                 params,
                 state.target_params,
@@ -320,11 +453,13 @@ def make_learner(config: DQNConfig) -> Learner:
                 tx,
                 double_dqn=config.double_dqn,
                 loss=config.loss,
+                axis_name=axis,
             )
             params = _where(do_learn, new_params, params)
             opt_state = _where(do_learn, new_opt_state, opt_state)
             if config.prioritized:
-                priorities = jnp.where(batch.valid, jnp.abs(td_error), 0.0)
+                n = sample.indices.shape[0]  # the replayed items lead the batch
+                priorities = jnp.where(batch.valid[:n], jnp.abs(td_error[:n]), 0.0)
                 new_buf = buffer.update_priorities(buf, sample.indices, priorities)
                 # Only the sum-tree fields change: never select over the stored items.
                 buf = buf.replace(
@@ -332,7 +467,7 @@ def make_learner(config: DQNConfig) -> Learner:
                     max_priority=jnp.where(do_learn, new_buf.max_priority, buf.max_priority),
                     beta_step=jnp.where(do_learn, new_buf.beta_step, buf.beta_step),
                 )
-            return (params, opt_state, buf), metrics
+            return (params, opt_state, buf), {**metrics, **memory_metrics}
 
         (params, opt_state, buffer_state), metrics = jax.lax.scan(
             gradient_step,
@@ -349,6 +484,9 @@ def make_learner(config: DQNConfig) -> Learner:
         # Every key of the update from one split: on CPU each threefry call is a small loop of
         # kernels, which costs more than the env step itself for small envs.
         keys = jax.random.split(state.key, 2 + steps_per_env + config.gradient_steps)
+        if axis is not None:  # each device explores its envs and samples its shard its own way
+            index = jax.lax.axis_index(axis)
+            keys = keys.at[1:].set(jax.vmap(jax.random.fold_in, (0, None))(keys[1:], index))
         key, k_noise = keys[0], keys[1]
         env_keys, learn_keys = keys[2 : 2 + steps_per_env], keys[2 + steps_per_env :]
         carry, transitions, epsilon, (ep_done, ep_return, extras) = rollout(
@@ -356,8 +494,16 @@ def make_learner(config: DQNConfig) -> Learner:
         )
         env_state, obs, window, episodes, (ret_sum, len_sum, ep_count) = carry
         buffer_state = buffer.add(state.buffer, transitions)
-        params, opt_state, buffer_state, metrics = learn(state, buffer_state, hparams, learn_keys)
-        do_target = (state.update_step + 1) % config.target_update_every == 0
+        memory_state = state.memory
+        if memory is not None:
+            memory_keys = embed(state.params, transitions.obs)
+            memory_state = memory.add(memory_state, transitions, memory_keys)
+        params, opt_state, buffer_state, metrics = learn(
+            state.replace(memory=memory_state), buffer_state, hparams, learn_keys
+        )
+        # target_update_period is data (a sweep may vmap it): env steps -> updates
+        every = jnp.maximum(1, hparams.target_update_period // config.train_frequency)
+        do_target = (state.update_step + 1) % every.astype(jnp.int32) == 0
         tau = hparams.tau
         target_params = jax.tree.map(
             lambda t, p: jnp.where(do_target, tau * p + (1.0 - tau) * t, t),
@@ -374,10 +520,13 @@ def make_learner(config: DQNConfig) -> Learner:
         metrics["nonfinite"] = (~finite).astype(jnp.float32)
         done_f = ep_done.astype(jnp.float32)
         metrics.update({f"episode_{k}_sum": jnp.sum(v * done_f) for k, v in extras.items()})
+        if axis is not None:  # episodes of every device's envs
+            episode_sums = {k: v for k, v in metrics.items() if k.startswith("episode_")}
+            metrics.update(jax.lax.psum(episode_sums, axis))
         c_state = state.curriculum
         if curriculum is not None:
             outcomes = episode_outcomes(ep_return, extras)
-            c_state = curriculum.update(c_state, ep_done, outcomes)
+            c_state = curriculum.update(c_state, ep_done, outcomes, hparams.curriculum)
             metrics.update(curriculum.metrics(c_state))
         new_state = DQNState(
             params=params,
@@ -391,6 +540,7 @@ def make_learner(config: DQNConfig) -> Learner:
             update_step=state.update_step + 1,
             episodes=episodes,
             curriculum=c_state,
+            memory=memory_state,
         )
         return new_state, metrics
 
@@ -410,6 +560,41 @@ def make_learner(config: DQNConfig) -> Learner:
         curriculum,
         evaluate_fn,
     )
+
+
+def _check_data_parallel(config: DQNConfig, shards: int) -> str:
+    """Validate a data-parallel split over `shards` devices; returns the axis name."""
+    from jaxlearn.parallel import DATA_AXIS
+
+    name = type(config).__name__
+    sizes = {
+        "num_envs": "each device runs num_envs / devices envs",
+        "buffer_size": "each device keeps a replay shard of buffer_size / devices",
+        "batch_size": "each device samples batch_size / devices per gradient step",
+        # implied by num_envs (train_frequency is a multiple of it); checked for the message
+        "train_frequency": "each device adds train_frequency / devices transitions per update",
+    }
+    fits = [
+        d for d in range(1, config.num_envs + 1) if all(getattr(config, f) % d == 0 for f in sizes)
+    ]
+    for field, why in sizes.items():
+        if getattr(config, field) % shards:
+            fail(
+                name,
+                field,
+                getattr(config, field),
+                f"must be a multiple of the {shards} devices for data-parallel training "
+                f"({why}); device counts that divide num_envs, buffer_size and batch_size: "
+                f"{fits}",
+            )
+    if config.curriculum is not None:
+        fail(
+            name,
+            "curriculum",
+            config.curriculum,
+            "data-parallel training of one agent does not support a curriculum yet",
+        )
+    return DATA_AXIS
 
 
 def make_train(config: DQNConfig):

@@ -15,7 +15,7 @@ from jaxlearn.config import (
     fail,
     hparams_from,
 )
-from jaxlearn.envs.setup import base_env, check_env_fields
+from jaxlearn.envs.setup import base_env, check_env_fields, env_hparams
 from jaxlearn.networks import ACTIVATIONS
 
 
@@ -53,6 +53,9 @@ class PPOConfig:
     normalize_rewards: bool = False  # divide by the running std of the discounted return
     reward_clip: float | None = None  # clip (scaled) rewards to [-reward_clip, reward_clip]
     rollout_unroll: int = 1  # lax.scan unroll of the rollout loop (speed only)
+    # low-rank adapters on every Dense layer (0: off); with them only the adapters train
+    lora_rank: int = 0
+    lora_alpha: float = 1.0  # adapter output scale is lora_alpha / lora_rank
     # task envs (jaxlearn.envs.setup): constructor kwargs, param and reward-weight
     # overrides, and an optional curriculum ("default" or a stage table)
     env_kwargs: dict | None = None
@@ -96,6 +99,11 @@ class PPOConfig:
         check_range(self, "max_grad_norm", 0.0, None, low_open=True)
         check_range(self, "adam_eps", 0.0, None, low_open=True)
         check_range(self, "log_std_init", -20.0, 5.0)
+        if isinstance(self.lora_rank, bool) or not isinstance(self.lora_rank, int):
+            fail(name, "lora_rank", self.lora_rank, "must be an integer >= 0 (0: no adapters)")
+        if self.lora_rank < 0:
+            fail(name, "lora_rank", self.lora_rank, "must be an integer >= 0 (0: no adapters)")
+        check_range(self, "lora_alpha", 0.0, None, low_open=True)
         if self.reward_clip is not None:
             check_range(self, "reward_clip", 0.0, None, low_open=True)
         if not self.hidden_sizes or any(
@@ -141,7 +149,17 @@ class PPOConfig:
         return self.total_timesteps // self.batch_size
 
     def hparams(self) -> PPOHParams:
-        return hparams_from(self, PPOHParams)
+        return hparams_from(self, PPOHParams, **env_hparams(self))
+
+    def data_fields(self) -> tuple[str, ...]:
+        """Config fields that reach the compiled program only through `hparams()`: changing
+        them needs no recompile. (`gamma` also sets the reward normaliser's discount, so
+        with `normalize_rewards` it is static.)"""
+        names = [f.name for f in dataclasses.fields(PPOHParams) if hasattr(self, f.name)]
+        names = [n for n in names if n not in ("reward_weights", "curriculum")]
+        if self.normalize_rewards:
+            names.remove("gamma")
+        return tuple(names)
 
 
 @struct.dataclass
@@ -159,3 +177,6 @@ class PPOHParams:
     ent_coef: jnp.ndarray
     vf_coef: jnp.ndarray
     max_grad_norm: jnp.ndarray
+    # task envs: reward weights (name -> []) and curriculum thresholds (name -> [stages])
+    reward_weights: dict | None = None
+    curriculum: dict | None = None

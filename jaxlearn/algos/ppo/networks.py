@@ -13,7 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxlearn.networks import MLP, flatten_obs, orthogonal
+from jaxlearn.networks import MLP, dense, flatten_obs, orthogonal
 
 
 class ActorCritic(nn.Module):
@@ -36,15 +36,18 @@ class ActorCritic(nn.Module):
     hidden_sizes: Sequence[int] = (64, 64)
     activation: str = "tanh"
     log_std_init: float = 0.0
+    lora_rank: int = 0  # > 0: a low-rank adapter on every Dense layer (jaxlearn.lora)
+    lora_alpha: float = 1.0
 
     def _flatten(self, obs: jax.Array) -> jax.Array:
         return flatten_obs(obs, self.obs_ndim)
 
     def setup(self):
-        self.actor_torso = MLP(self.hidden_sizes, self.activation)
-        self.critic_torso = MLP(self.hidden_sizes, self.activation)
-        self.policy_head = nn.Dense(self.action_dim, kernel_init=orthogonal(0.01))
-        self.value_head = nn.Dense(1, kernel_init=orthogonal(1.0))
+        r, alpha = self.lora_rank, self.lora_alpha
+        self.actor_torso = MLP(self.hidden_sizes, self.activation, r, alpha)
+        self.critic_torso = MLP(self.hidden_sizes, self.activation, r, alpha)
+        self.policy_head = dense(self.action_dim, r, alpha, orthogonal(0.01))
+        self.value_head = dense(1, r, alpha, orthogonal(1.0))
         if not self.discrete:
             self.log_std = self.param(
                 "log_std",

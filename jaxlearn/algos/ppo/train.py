@@ -17,14 +17,14 @@ import optax
 from flax import struct
 
 from jaxlearn import distributions as D
-from jaxlearn import spaces
+from jaxlearn import lora, spaces
 from jaxlearn.algos.base import Learner, all_finite, episode_extras, make_train_fn
 from jaxlearn.algos.ppo.config import PPOConfig, PPOHParams
 from jaxlearn.algos.ppo.losses import LossInfo, PPOBatch, gae, ppo_loss
 from jaxlearn.algos.ppo.networks import ActorCritic
 from jaxlearn.config import fail
 from jaxlearn.curriculum import episode_outcomes
-from jaxlearn.envs.setup import base_env, build_env
+from jaxlearn.envs.setup import base_env, build_env, with_reward_weights
 from jaxlearn.envs.wrappers import observation_normalizer
 from jaxlearn.evaluation import evaluate
 
@@ -89,6 +89,8 @@ def make_policy(config: PPOConfig, env: Any, env_params: Any) -> Policy:
         hidden_sizes=tuple(config.hidden_sizes),
         activation=config.activation,
         log_std_init=config.log_std_init,
+        lora_rank=config.lora_rank,
+        lora_alpha=config.lora_alpha,
     )
 
     def value_fn(params, obs):
@@ -201,6 +203,8 @@ def make_factored_policy(
         hidden_sizes=tuple(config.hidden_sizes),
         activation=config.activation,
         log_std_init=config.log_std_init,
+        lora_rank=config.lora_rank,
+        lora_alpha=config.lora_alpha,
         num_logits=num_logits,
     )
 
@@ -299,7 +303,9 @@ def make_factored_policy(
 
 
 def _adam(config: PPOConfig) -> optax.GradientTransformation:
-    return optax.scale_by_adam(eps=config.adam_eps)
+    """Adam's direction (the step size is applied in `learn`); adapters only with LoRA."""
+    adam = optax.scale_by_adam(eps=config.adam_eps)
+    return lora.only_adapters(adam) if config.lora_rank else adam
 
 
 def learn(
@@ -349,6 +355,8 @@ def learn(
     def minibatch_step(carry, b):
         p, o = carry
         grads, info = grad_fn(p, b)
+        if lora.has_adapters(grads):  # LoRA: the base network stays frozen
+            grads = lora.freeze(grads)
         if axis_name is not None:
             grads, info = jax.lax.pmean((grads, info), axis_name)
         g_norm = optax.tree.norm(grads)
@@ -446,7 +454,7 @@ def make_learner(config: PPOConfig, data_shards: int = 1) -> Learner:
         key, k_roll, k_learn = jax.random.split(state.key, 3)
         if axis is not None:
             k_roll = jax.random.fold_in(k_roll, jax.lax.axis_index(axis))
-        env_params = env_params_of(state)
+        env_params = with_reward_weights(env_params_of(state), hparams)
         (_, env_state, obs, _), traj = jax.lax.scan(
             lambda c, x: rollout_step(c, x, env_params),
             (state.params, state.env_state, state.obs, k_roll),
@@ -503,6 +511,7 @@ def make_learner(config: PPOConfig, data_shards: int = 1) -> Learner:
                 c_state,
                 traj.episode_done,
                 episode_outcomes(traj.episode_return, traj.episode_extras),
+                hparams.curriculum,
             )
             metrics.update(curriculum.metrics(c_state))
         new_state = PPOState(params, opt_state, env_state, obs, key, state.update_step + 1, c_state)
