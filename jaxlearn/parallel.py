@@ -18,11 +18,12 @@ Device choice (`RunConfig.devices`, `train.py --devices`):
 before `import jaxlearn`, whose gymnax import starts the XLA backend): JAX's own
 distributed runtime connects the processes; each trains `num_seeds / processes` of the
 seeds on its local devices (the rules above apply per process), process 0 gathers every
-chunk's metrics (`process_allgather`) and writes the run folder, and each process
-checkpoints its own seeds under `checkpoints/process_<i>/`.
+chunk's metrics (`process_allgather`) and writes the run folder, including one checkpoint
+of every process's seeds (gathered; each process restores its own on `--resume`).
 
 With `num_seeds = 1` (per process) and several devices (`all` or `N`), the one agent trains data
-parallel: its envs are split over the devices (PPO; `num_envs` must be a multiple).
+parallel: its envs are split over the devices (PPO and DQN, whose replay buffer is split
+too; `num_envs` must be a multiple, and DQN's `buffer_size` and `batch_size`).
 
 **One agent, data parallel.** `data_parallel(fn, mesh, sharded)` wraps an update function
 with `jax.shard_map` (the successor of `pmap`): the arguments named in `sharded` (a batch

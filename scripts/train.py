@@ -30,7 +30,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--devices",
         help="local devices to shard the seeds over: auto (all when they divide "
-        "--num-seeds, else one), all, or a count",
+        "--num-seeds, else one), all, or a count; with --num-seeds 1 and several devices, "
+        "one PPO or DQN agent trains data parallel over them",
     )
     p.add_argument("--out", metavar="RUN_DIR", help="run folder to create (must not exist)")
     p.add_argument("--config", metavar="FILE", help="YAML, e.g. experiments/ppo_cartpole.yaml")

@@ -85,3 +85,32 @@ def test_bench_quick_env_step_and_buffer(tmp_path):
     for row in measured:
         if row["bench"] == "env_step" and row["impl"] == "jaxlearn":
             assert row["ratio_vs_gymnax"] > 0, row
+
+
+def test_bench_devices_rows_from_forced_cpu_devices(tmp_path):
+    # On a CPU host the bench re-runs itself with 2 forced CPU devices (the flag must be set
+    # before JAX starts) and marks the rows correctness-only; tiny runs, 4 compilations.
+    cmd = [sys.executable, BENCH, "--quick", "--only", "devices", "--device-counts", "2"]
+    proc = subprocess.run(
+        [*cmd, "--devices-timesteps", "4096", "--stall-seconds", "60"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+    )
+    assert proc.returncode == 0, f"bench failed:\n{proc.stdout}\n{proc.stderr[-4000:]}"
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert {(r["algo"], r["mode"]) for r in rows} == {
+        (a, m) for a in ("ppo", "dqn") for m in ("seeds", "data_parallel")
+    }, rows
+    for row in rows:
+        assert "error" not in row, row
+        missing = [k for k in REQUIRED if k not in row]
+        assert not missing, f"row lacks {missing}: {row}"
+        assert row["devices_used"] == 2 and row["num_devices"] == 2, row
+        assert row["correctness_only"] is True and "force_host_platform" in row["xla_flags"]
+        assert row["env_steps_per_second"] > 0 and row["env_steps_per_second_per_agent"] > 0
+        if row["mode"] == "data_parallel":
+            assert row["num_seeds"] == 1 and row["replicas_identical"] is True, row
+    assert len({r["run_id"] for r in rows}) == 1
