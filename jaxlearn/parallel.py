@@ -25,6 +25,12 @@ With `num_seeds = 1` (per process) and several devices (`all` or `N`), the one a
 parallel: its envs are split over the devices (PPO and DQN, whose replay buffer is split
 too; `num_envs` must be a multiple, and DQN's `buffer_size` and `batch_size`).
 
+With `num_seeds = 1` in all and several processes, the one agent trains data parallel
+across the processes: one global mesh of every process's devices (`process_devices`, the
+device rule applied per process), host values placed on it with `put_global`, and
+gradients averaged over all of them by the same `pmean`; `fetch` gives every process a
+host copy for evaluation and the checkpoint, which process 0 writes.
+
 **One agent, data parallel.** `data_parallel(fn, mesh, sharded)` wraps an update function
 with `jax.shard_map` (the successor of `pmap`): the arguments named in `sharded` (a batch
 of transitions) are split over the mesh's `"data"` axis, everything else (parameters,
@@ -107,6 +113,54 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
     """A full copy of every leaf on every device of the mesh."""
     sharding = NamedSharding(mesh, PartitionSpec())
     return jax.tree.map(lambda x: jax.device_put(x, sharding), tree)
+
+
+def process_devices(per_process: int) -> list:
+    """Every process's first `per_process` local devices, in process order: the devices of
+    one agent trained data parallel across processes (hosts)."""
+    out = []
+    for p in range(jax.process_count()):
+        mine = sorted((d for d in jax.devices() if d.process_index == p), key=lambda d: d.id)
+        if len(mine) < per_process:
+            raise ValueError(
+                f"devices: process {p} has {len(mine)} device(s), fewer than the "
+                f"{per_process} per process this run asks for"
+            )
+        out += mine[:per_process]
+    return out
+
+
+def put_global(tree: Any, sharding: NamedSharding) -> Any:
+    """Host values, the same on every process, placed on `sharding` (whose devices may
+    belong to several processes); typed PRNG keys stay keys."""
+
+    def put(x):
+        if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+            impl = jax.random.key_impl(x)
+            data = put(np.asarray(jax.device_get(jax.random.key_data(x))))
+            return jax.jit(lambda d: jax.random.wrap_key_data(d, impl=impl))(data)
+        x = np.asarray(jax.device_get(x))
+        return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+    return jax.tree.map(put, tree)
+
+
+def fetch(tree: Any) -> Any:
+    """Host copies of arrays that may span processes: whole arrays on every process
+    (gathered when not addressable here); typed PRNG keys stay keys."""
+    from jax.experimental import multihost_utils
+
+    def get(x):
+        if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+            data = get(jax.jit(jax.random.key_data)(x))
+            return jax.random.wrap_key_data(data, impl=jax.random.key_impl(x))
+        if not isinstance(x, jax.Array) or x.is_fully_addressable:
+            return np.asarray(jax.device_get(x))
+        if x.is_fully_replicated:
+            return np.asarray(x.addressable_data(0))
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+    return jax.tree.map(get, tree)
 
 
 def data_mesh(devices: list) -> Mesh:

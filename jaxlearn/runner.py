@@ -46,6 +46,9 @@ from jaxlearn.logging import (
 from jaxlearn.parallel import (
     DATA_AXIS,
     data_mesh,
+    fetch,
+    process_devices,
+    put_global,
     seed_mesh,
     seed_sharding,
     select_devices,
@@ -313,14 +316,18 @@ def _make_learner(run_cfg: RunConfig, algo_cfg: Any) -> tuple[Learner, list]:
     devices, one data-parallel agent (algorithms whose `make_learner` takes `data_shards`:
     PPO and DQN)."""
     procs = jax.process_count()
-    if run_cfg.num_seeds % procs:
+    across = _one_agent_across_processes(run_cfg)
+    if run_cfg.num_seeds % procs and not across:
         raise ValueError(
             f"RunConfig.num_seeds={run_cfg.num_seeds} is invalid for {procs} processes: each "
-            f"process trains num_seeds / {procs} seeds, so use a multiple of {procs}"
+            f"process trains num_seeds / {procs} seeds, so use a multiple of {procs}, or "
+            f"num_seeds=1 for one agent trained data parallel across the processes"
         )
-    devices = select_devices(run_cfg.devices, run_cfg.num_seeds // procs)
+    devices = select_devices(run_cfg.devices, 1 if across else run_cfg.num_seeds // procs)
+    if across:  # every process's share of the devices: one global mesh
+        devices = process_devices(len(devices))
     _, make_learner = algos.ALGOS[run_cfg.algo]
-    if run_cfg.num_seeds // procs == 1 and len(devices) > 1:
+    if (across or run_cfg.num_seeds // procs == 1) and len(devices) > 1:
         if not _takes_data_shards(make_learner):
             able = [a for a, (_, m) in algos.ALGOS.items() if _takes_data_shards(m)]
             raise ValueError(
@@ -331,6 +338,12 @@ def _make_learner(run_cfg: RunConfig, algo_cfg: Any) -> tuple[Learner, list]:
             )
         return make_learner(algo_cfg, data_shards=len(devices)), devices
     return make_learner(algo_cfg), devices
+
+
+def _one_agent_across_processes(run_cfg: RunConfig) -> bool:
+    """One seed in a multi-process run: one agent data parallel over every process's
+    devices (a global mesh), rather than seeds split between the processes."""
+    return jax.process_count() > 1 and run_cfg.num_seeds == 1
 
 
 def _takes_data_shards(make_learner: Callable) -> bool:
@@ -357,8 +370,10 @@ def _loop(
         log = lambda s: None  # noqa: E731 - process 0 reports for everyone
     resolved = {**to_dict(run_cfg), **to_dict(algo_cfg)}
     procs, rank = jax.process_count(), jax.process_index()
-    local_seeds = run_cfg.num_seeds // procs
-    mine = slice(rank * local_seeds, (rank + 1) * local_seeds)
+    # One agent across processes: every process holds lanes of the same global arrays.
+    across = _one_agent_across_processes(run_cfg)
+    local_seeds = 1 if across else run_cfg.num_seeds // procs
+    mine = slice(0, 1) if across else slice(rank * local_seeds, (rank + 1) * local_seeds)
     num_updates = learner.num_updates
     chunk_size = choose_chunk_size(num_updates, run_cfg.num_chunks)
     num_calls = math.ceil(num_updates / chunk_size)
@@ -396,6 +411,11 @@ def _loop(
             lambda k, hp: expand(learner.init(k, hp)), (PartitionSpec(), PartitionSpec())
         )
         init_args = (keys[0], hparams)
+        if across:  # the same host values on every process, as global (replicated) arrays
+            everywhere = NamedSharding(mesh, PartitionSpec())
+            hparams = put_global(hparams, everywhere)
+            eval_keys = put_global(eval_keys, everywhere)
+            init_args = (put_global(keys[0], everywhere), hparams)
         chunk_fn = per_device(
             lambda s, hp, n: expand(chunk_one(squeeze(s), hp, n)),
             (PartitionSpec(DATA_AXIS), PartitionSpec(), PartitionSpec()),
@@ -418,14 +438,16 @@ def _loop(
     all_metrics: list[dict[str, np.ndarray]] = []
     if mode == "resume":
         like = jax.eval_shape(init_fn, *init_args)
-        n_lanes = jax.tree.leaves(like)[0].shape[0]
+        n_lanes = jax.tree.leaves(like)[0].shape[0]  # this process's (across: all) lanes
+        stored = n_lanes if across else procs * n_lanes
         like = jax.tree.map(  # every process's lanes
-            lambda x: jax.ShapeDtypeStruct((procs * n_lanes, *x.shape[1:]), x.dtype), like
+            lambda x: jax.ShapeDtypeStruct((stored, *x.shape[1:]), x.dtype), like
         )
         state, history, record, skipped = ckpt.restore_latest_valid(
             like, algo=run_cfg.algo, config=resolved
         )
-        state = jax.tree.map(lambda x: x[rank * n_lanes : (rank + 1) * n_lanes], state)
+        if not across:
+            state = jax.tree.map(lambda x: x[rank * n_lanes : (rank + 1) * n_lanes], state)
         _barrier("restored")  # every process has read the checkpoints before any is moved
         for step, reason in skipped if chief else ():
             # Move the bad checkpoint aside (never delete a user's data): the resumed run
@@ -434,7 +456,7 @@ def _loop(
             os.makedirs(os.path.dirname(aside), exist_ok=True)
             os.rename(os.path.join(ckpt.directory, str(step)), aside)
             log(f"WARNING: skipped checkpoint {step}: {reason}; moved it to {aside}")
-        state = jax.device_put(state, lanes)
+        state = put_global(state, lanes) if across else jax.device_put(state, lanes)
         done_updates = int(record["step"])
         if history:
             all_metrics.append(history)
@@ -445,14 +467,19 @@ def _loop(
             from jaxlearn import transfer
 
             seeds = [0] * len(devices) if data_parallel else list(range(mine.start, mine.stop))
-            state = jax.device_put(transfer.apply(state, source, seeds), lanes)
+            if across:
+                state = put_global(transfer.apply(fetch(state), source, seeds), lanes)
+            else:
+                state = jax.device_put(transfer.apply(state, source, seeds), lanes)
             log(
                 f"[init-from] {source.run_dir}: {source.checkpoint} checkpoint (update "
                 f"{source.step}) of {source.num_seeds} seed(s)"
             )
-    trainable, num_params = lora.count(jax.tree.map(lambda x: x[0], state.params))
+    trainable, num_params = lora.count(
+        jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), state.params)
+    )
     chunk = jax.jit(chunk_fn, donate_argnums=0, out_shardings=lanes)
-    chunk = chunk.lower(state, hparams, jnp.int32(chunk_size)).compile()
+    chunk = chunk.lower(state, hparams, np.int32(chunk_size)).compile()
     evaluate = None
     if run_cfg.eval_episodes and learner.evaluate is not None:
         n = run_cfg.eval_episodes
@@ -461,7 +488,9 @@ def _loop(
         evaluate = jax.jit(
             (lambda s, k: per_lane(jax.tree.map(lambda x: x[:1], s), k))
             if data_parallel
-            else per_lane
+            else per_lane,
+            # across processes: a copy of the results on every process
+            out_shardings=NamedSharding(mesh, PartitionSpec()) if across else None,
         )
     compile_seconds = time.perf_counter() - t0
     log(
@@ -475,7 +504,8 @@ def _loop(
         eval_return = None
         extra = {}
         if evaluate is not None:
-            result = _gather(jax.device_get(evaluate(state, eval_keys)))
+            result = evaluate(state, eval_keys)
+            result = fetch(result) if across else _gather(jax.device_get(result))
             eval_return = float(np.mean(result["returns"]))
             extra["eval"] = {
                 "return_mean": eval_return,
@@ -483,7 +513,7 @@ def _loop(
                 "episodes_per_seed": run_cfg.eval_episodes,
             }
         history = {k: np.concatenate([m[k] for m in all_metrics], axis=1) for k in all_metrics[0]}
-        lanes_of_all = _gather_lanes(state)
+        lanes_of_all = fetch(state) if across else _gather_lanes(state)
         if not chief:
             return
         ckpt.save(
@@ -509,13 +539,17 @@ def _loop(
         for c in range(first_call, num_calls):
             active = min(chunk_size, num_updates - done_updates)
             t = time.perf_counter()
-            state, metrics = chunk(state, hparams, jnp.int32(active))
-            metrics = jax.device_get(metrics)  # waits for the device
+            state, metrics = chunk(state, hparams, np.int32(active))
+            if across:  # replicas agree: this process's first lane
+                metrics = {k: np.asarray(v.addressable_data(0)) for k, v in metrics.items()}
+            else:
+                metrics = jax.device_get(metrics)  # waits for the device
             dt = time.perf_counter() - t
             run_seconds += dt
             lanes_kept = 1 if data_parallel else local_seeds  # replicas agree
             metrics = {k: np.asarray(v)[:lanes_kept, :active] for k, v in metrics.items()}
-            metrics = _gather(metrics)  # every process's seeds, [num_seeds, K]
+            if not across:
+                metrics = _gather(metrics)  # every process's seeds, [num_seeds, K]
             _check_finite(metrics, done_updates, run_dir, ckpt)
             all_metrics.append(metrics)
             first_step = done_updates * steps_per_update
@@ -568,6 +602,7 @@ def _loop(
         "device": str(devices[0].device_kind),
         "num_devices": len(devices),
         "data_parallel": data_parallel,
+        "across_processes": across,
         "jax_version": jax.__version__,
         "parameters": {"trainable": trainable, "total": num_params},
         "init_from": None
@@ -575,8 +610,10 @@ def _loop(
         else {"run_dir": source.run_dir, "checkpoint": source.checkpoint, "step": source.step},
     }
     if lora.has_adapters(state.params):  # the adapters of each of this process's seeds
-        params = jax.device_get(state.params)
+        params = fetch(state.params) if across else jax.device_get(state.params)
         kept = 1 if data_parallel else local_seeds
+        if across and not chief:
+            kept = 0  # one agent: process 0 saves its adapters
         for j in range(kept):
             lora.save_adapters(
                 os.path.join(run_dir, "adapters", f"seed_{mine.start + j}"),

@@ -39,7 +39,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--distributed",
         action="store_true",
         help="join a multi-process run (jax.distributed); every process runs the same "
-        "command with its own --process-id",
+        "command with its own --process-id; the seeds are split over the processes, or "
+        "with --num-seeds 1 one agent trains data parallel across them",
     )
     p.add_argument("--coordinator-address", metavar="HOST:PORT", help="process 0's address")
     p.add_argument("--num-processes", type=int, help="processes in the run")

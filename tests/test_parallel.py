@@ -478,3 +478,135 @@ def test_two_process_run_stopped_after_a_chunk_resumes_to_the_uninterrupted_resu
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
     for k in history_b:
         np.testing.assert_array_equal(history_a[k], history_b[k])
+
+
+ACROSS_FLAGS = [
+    "--num-seeds",
+    "1",
+    "--total-timesteps",
+    "4096",
+    "--set",
+    "num_envs=8",
+    "--set",
+    "num_chunks=2",
+    "--set",
+    "eval_episodes=2",
+]
+DQN_ACROSS_FLAGS = [
+    "--algo",
+    "dqn",
+    "--num-seeds",
+    "1",
+    "--total-timesteps",
+    "3000",
+    "--set",
+    "num_envs=4",
+    "--set",
+    "learning_starts=400",
+    "--set",
+    "buffer_size=800",
+    "--set",
+    "batch_size=64",
+    "--set",
+    "train_frequency=8",
+    "--set",
+    "target_update_period=160",
+    "--set",
+    "num_chunks=2",
+    "--set",
+    "eval_episodes=2",
+]
+
+
+def _one_agent_on_two_local_devices(out, flags):
+    proc = subprocess.run(
+        [sys.executable, "scripts/train.py", "--out", out, "--devices", "all", *flags],
+        cwd=ROOT,
+        env={
+            **os.environ,
+            "JAX_PLATFORMS": "cpu",
+            "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+        },
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def _checkpoint_arrays(run_dir, like_dir):
+    """Every array of run_dir's newest checkpoint, restored into like_dir's structure."""
+    import jax
+
+    from jaxlearn import algos
+    from jaxlearn.checkpoint import Checkpointer
+    from jaxlearn.parallel import DATA_AXIS
+    from jaxlearn.runner import resolve_config
+
+    run_cfg, cfg = resolve_config(config_file=os.path.join(like_dir, "config.yaml"))
+    _, make_learner = algos.ALGOS[run_cfg.algo]
+    learner = make_learner(cfg, data_shards=2)
+    # one replica per device: vmap names the data axis as shard_map does
+    init = jax.vmap(learner.init, in_axes=(0, None), axis_name=DATA_AXIS)
+    like = jax.eval_shape(init, jax.random.split(jax.random.key(0), 2), learner.hparams)
+    ckpt = Checkpointer(os.path.join(run_dir, "checkpoints"))
+    state, history, record = ckpt.restore(ckpt.latest_step(), like)
+    ckpt.close()
+    leaves = [
+        jax.random.key_data(x) if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else x
+        for x in jax.tree.leaves(state)
+    ]
+    return leaves, history, record
+
+
+@pytest.mark.parametrize("algo", ["ppo", "dqn"])
+def test_one_agent_across_two_processes_equals_one_agent_on_two_devices(tmp_path, algo):
+    # jax.distributed on localhost (CPU, gloo): num_seeds=1 with 2 processes of 1 device
+    # each trains one agent data parallel over a 2-device global mesh; the same run as one
+    # process with 2 devices, array for array.
+    import numpy as np
+
+    flags = ACROSS_FLAGS if algo == "ppo" else DQN_ACROSS_FLAGS
+    across, local = str(tmp_path / "across"), str(tmp_path / "local")
+    _two_processes(lambda i: ["scripts/train.py", "--out", across, *flags])
+    _one_agent_on_two_local_devices(local, flags)
+    a = json.load(open(os.path.join(across, "metrics.json")))
+    b = json.load(open(os.path.join(local, "metrics.json")))
+    assert a["across_processes"] and a["num_processes"] == 2 and a["num_devices"] == 2, a
+    assert a["data_parallel"] and b["data_parallel"] and not b["across_processes"]
+    assert a["final_return_per_seed"] == pytest.approx(b["final_return_per_seed"], rel=1e-5)
+    leaves_a, history_a, record_a = _checkpoint_arrays(across, local)
+    leaves_b, history_b, record_b = _checkpoint_arrays(local, local)
+    assert record_a["step"] == record_b["step"]
+    assert record_a["eval"]["return_mean"] == pytest.approx(record_b["eval"]["return_mean"])
+    for x, y in zip(leaves_a, leaves_b, strict=True):  # both replicas: params, envs, buffers
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-6)
+    for k in history_b:
+        np.testing.assert_allclose(history_a[k], history_b[k], rtol=1e-5, atol=1e-6)
+    if algo == "dqn":
+        return  # resume across processes runs the same runner code for both algorithms
+    # an interrupted run resumes across the processes to the same end
+    stopped = str(tmp_path / "stopped")
+    script = STOP_SCRIPT.replace(
+        '{"num_seeds": 2, "total_timesteps": 8192, "num_chunks": 2, "eval_episodes": 2}',
+        json.dumps(_overrides(flags)),
+    )
+    _two_processes(lambda i: ["-c", script, "--out", stopped])
+    assert not os.path.exists(os.path.join(stopped, "metrics.json"))
+    _two_processes(lambda i: ["scripts/train.py", "--resume", stopped])
+    leaves_c, _, _ = _checkpoint_arrays(stopped, local)
+    for x, y in zip(leaves_c, leaves_a, strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def _overrides(flags):
+    """The run overrides that train.py flags stand for (as RunConfig/algo fields)."""
+    names = {"--algo": "algo", "--num-seeds": "num_seeds", "--total-timesteps": "total_timesteps"}
+    out = {}
+    for flag, value in zip(flags[::2], flags[1::2], strict=True):
+        if flag == "--set":
+            k, v = value.split("=")
+            out[k] = int(v)
+        else:
+            out[names[flag]] = value if flag == "--algo" else int(value)
+    return out
