@@ -9,6 +9,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH = os.path.join(ROOT, "scripts", "bench.py")
 
@@ -36,6 +38,7 @@ THROUGHPUT = {
 }
 
 
+@pytest.mark.slow
 def test_bench_quick_env_step_and_buffer(tmp_path):
     out_file = tmp_path / "bench.jsonl"
     # XLA's multi-threaded Eigen pool can wedge intermittently on vmapped graphs on CPU; this
@@ -87,6 +90,7 @@ def test_bench_quick_env_step_and_buffer(tmp_path):
             assert row["ratio_vs_gymnax"] > 0, row
 
 
+@pytest.mark.slow
 def test_bench_devices_rows_from_forced_cpu_devices(tmp_path):
     # On a CPU host the bench re-runs itself with 2 forced CPU devices (the flag must be set
     # before JAX starts) and marks the rows correctness-only; tiny runs, 4 compilations.

@@ -134,6 +134,7 @@ def _truncate(path):
     ],
     ids=["ppo", "dqn-2seeds"],
 )
+@pytest.mark.slow
 def test_resume_is_bit_identical_to_an_uninterrupted_run(
     tmp_path, algo, cfg, make_learner, run_cfg, stop
 ):
@@ -559,6 +560,7 @@ def test_dqn_update_flags_nonfinite():
     assert float(metrics["nonfinite"]) == 1.0
 
 
+@pytest.mark.slow
 def test_ppo_divergence_is_caught(tmp_path):
     learner = make_ppo(PPO_SMALL)
     state = learner.init(jax.random.key(0), learner.hparams)
@@ -570,6 +572,7 @@ def test_ppo_divergence_is_caught(tmp_path):
     assert not os.path.exists(tmp_path / "r" / "metrics.json")
 
 
+@pytest.mark.slow
 def test_train_script_exits_3_on_divergence(tmp_path):
     out = tmp_path / "run"
     sets = {
@@ -643,6 +646,7 @@ def test_train_script_resume_rejects_falsy_flags(tmp_path, capsys):
     assert "--resume takes no other flags" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_train_script_resumes_skipping_a_damaged_checkpoint(tmp_path, capsys):
     run_cfg = RunConfig(num_chunks=4, eval_episodes=2)
     straight = run(run_cfg, PPO_SMALL, out=str(tmp_path / "straight"), log=_quiet)

@@ -512,6 +512,7 @@ def test_ppo_stage_change_does_not_recompile():
     assert lengths[-1] <= 4.0
 
 
+@pytest.mark.slow
 def test_runner_reports_the_curriculum(tmp_path):
     out = tmp_path / "run"
     assert not out.exists()

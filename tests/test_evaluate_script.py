@@ -55,6 +55,7 @@ def _call(main, capsys, *args):
     return rc, out, err
 
 
+@pytest.mark.slow
 def test_prints_json_and_is_deterministic(run_dir):
     a = _subprocess(run_dir, "--episodes", "3")
     b = _subprocess(run_dir, "--episodes", "3")

@@ -92,6 +92,7 @@ SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_seeds_sharded_over_8_devices_match_one_device(tmp_path):
     env = {
         **os.environ,
@@ -195,6 +196,7 @@ DP_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_data_parallel_update_equals_the_single_device_update(tmp_path):
     env = {
         **os.environ,
@@ -252,6 +254,7 @@ DP_RUN_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_one_agent_trains_data_parallel_with_identical_replicas(tmp_path):
     env = {
         **os.environ,
@@ -319,6 +322,7 @@ DQN_DP_RUN_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("replay", ["uniform", "per"])
 def test_one_dqn_agent_trains_data_parallel_with_identical_replicas(tmp_path, replay):
     env = {
@@ -409,6 +413,7 @@ def _final_state(run_dir, num_seeds=2):
     return state, history, record
 
 
+@pytest.mark.slow
 def test_two_processes_on_localhost_train_the_seeds_of_one_process_run(tmp_path, two_process_run):
     # jax.distributed with CPU devices (gloo): each process trains one of the two seeds.
     out = two_process_run
@@ -453,6 +458,7 @@ STOP_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_two_process_run_stopped_after_a_chunk_resumes_to_the_uninterrupted_result(
     tmp_path, two_process_run
 ):
@@ -559,6 +565,7 @@ def _checkpoint_arrays(run_dir, like_dir):
     return leaves, history, record
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algo", ["ppo", "dqn"])
 def test_one_agent_across_two_processes_equals_one_agent_on_two_devices(tmp_path, algo):
     # jax.distributed on localhost (CPU, gloo): num_seeds=1 with 2 processes of 1 device

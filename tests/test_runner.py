@@ -91,6 +91,7 @@ def test_chunked_run_equals_one_call_even_with_padding():
     )
 
 
+@pytest.mark.slow
 def test_train_script_writes_run_folder_and_never_overwrites(tmp_path, capsys):
     main = _train_main()
     out = tmp_path / "run"
@@ -134,6 +135,7 @@ def test_train_script_rejects_bad_fields_before_creating_anything(tmp_path, caps
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_train_script_as_a_process_with_config_file(tmp_path):
     out = tmp_path / "proc"
     cfg = os.path.join(ROOT, "experiments", "ppo_cartpole.yaml")

@@ -40,6 +40,7 @@ def _vmapped_equals_separate(configs, make_train):
     return metrics
 
 
+@pytest.mark.slow
 def test_a_vmapped_batch_of_ppo_configs_equals_separate_runs():
     base = PPOConfig(**TINY_PPO)
     configs = [
@@ -52,6 +53,7 @@ def test_a_vmapped_batch_of_ppo_configs_equals_separate_runs():
     assert len({round(float(x), 6) for x in metrics["loss"][:, -1]}) == 3
 
 
+@pytest.mark.slow
 def test_a_vmapped_batch_of_dqn_configs_equals_separate_runs():
     base = DQNConfig(
         total_timesteps=600,
@@ -69,6 +71,7 @@ def test_a_vmapped_batch_of_dqn_configs_equals_separate_runs():
     _vmapped_equals_separate(configs, dqn_train)
 
 
+@pytest.mark.slow
 def test_reward_weights_and_curriculum_thresholds_are_data():
     base = PPOConfig(
         env="Exploration-v0",
@@ -180,6 +183,7 @@ def _rows(folder):
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_a_sweep_writes_results_plot_and_a_ready_best_config(tmp_path):
     spec = _spec(space={"units": {"choices": [8, 16]}, "ent_coef": {"low": 0.0, "high": 0.05}})
     out = str(tmp_path / "sw")
@@ -202,6 +206,7 @@ def test_a_sweep_writes_results_plot_and_a_ready_best_config(tmp_path):
     assert target.read_text() == "mine\n"
 
 
+@pytest.mark.slow
 def test_each_architecture_compiles_once_and_trials_match_the_same_config_alone(tmp_path):
     spec = _spec(
         space={"num_layers": {"choices": [1, 2]}, "units": {"choices": [8, 16]}},
@@ -233,6 +238,7 @@ class _PruneOdd(optuna.pruners.BasePruner):
         return trial.number % 2 == 1 and len(trial.intermediate_values) >= 2
 
 
+@pytest.mark.slow
 def test_pruning_stops_lanes_without_changing_the_survivors(tmp_path):
     spec = _spec(
         space={"learning_rate": {"low": 1e-4, "high": 1e-2, "log": True}},
@@ -264,6 +270,7 @@ def test_pruning_stops_lanes_without_changing_the_survivors(tmp_path):
         assert t2.value == pytest.approx(trials[n].value, rel=1e-4)
 
 
+@pytest.mark.slow
 def test_an_interrupted_sweep_resumes_and_reruns_only_unfinished_trials(tmp_path):
     spec = _spec(sampler="random", num_trials=4, batch_size=2)
     out = str(tmp_path / "r")

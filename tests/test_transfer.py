@@ -134,6 +134,7 @@ def source_run(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_init_from_starts_every_seed_from_the_source_network(source_run, tmp_path):
     src = transfer.load_source(source_run, "latest")
     out = str(tmp_path / "ft")
@@ -179,6 +180,7 @@ def test_init_from_rejects_a_network_that_does_not_fit(source_run, tmp_path):
         RunConfig(init_checkpoint="first")
 
 
+@pytest.mark.slow
 def test_lora_fine_tune_from_the_cli_saves_adapters_and_compares_with_scratch(source_run, tmp_path):
     spec = importlib.util.spec_from_file_location("train_script", TRAIN)
     mod = importlib.util.module_from_spec(spec)

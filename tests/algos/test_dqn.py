@@ -275,6 +275,7 @@ def tiny_runs():
     return cfg, batched, separate
 
 
+@pytest.mark.slow
 def test_vmap_over_seeds_equals_separate_runs(tiny_runs):
     cfg, (state, metrics), separate = tiny_runs
     assert metrics["loss"].shape == (2, cfg.num_updates)

@@ -104,6 +104,7 @@ def test_ppo_config_on_task_envs_picks_the_policy_and_rejects_bad_env_fields():
         PPOConfig(env="Navigation2D-v0", env_kwargs={"colour": "red"})
 
 
+@pytest.mark.slow
 def test_ppo_update_runs_on_each_task_env():
     from jaxlearn.algos.ppo import make_learner
 
