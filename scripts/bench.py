@@ -957,8 +957,9 @@ def bench_buffer(args: argparse.Namespace, emit: Emitter, on_gpu: bool) -> None:
         del t
         return row
 
-    # flashbax first (if importable here), so our uniform row can carry the ratio.
-    flashbax_row = None
+    # flashbax first (if importable here), so our rows can carry the ratios: its item
+    # buffer against our uniform one, its prioritised item buffer against our prioritized.
+    flashbax_rows: dict[str, dict[str, Any]] = {}
     try:
         import flashbax
     except ImportError as e:
@@ -972,32 +973,41 @@ def bench_buffer(args: argparse.Namespace, emit: Emitter, on_gpu: bool) -> None:
             }
         )
     else:
-        try:
-            fbx = flashbax.make_item_buffer(
-                max_length=BUFFER_CAPACITY,
-                min_length=1,
-                sample_batch_size=BUFFER_SAMPLE,
-                add_sequences=False,
-                add_batches=True,
-            )
-            version = getattr(flashbax, "__version__", None)
-            if version is None:
-                import importlib.metadata
+        import importlib.metadata
 
-                version = importlib.metadata.version("flashbax")
-            flashbax_row = measure(
-                "flashbax",
-                "item",
-                fbx.init,
-                fbx.add,
-                fbx.sample,
-                {"flashbax_version": version, "api": "flashbax.make_item_buffer"},
-            )
-            emit(flashbax_row)
-        except Exception as e:
-            emit({**base, "impl": "flashbax", "kind": "item", "skipped": error_text(e)})
-            traceback.print_exc()
-            flashbax_row = None
+        version = getattr(flashbax, "__version__", None) or importlib.metadata.version("flashbax")
+        peers = (
+            ("uniform", "item", "make_item_buffer", {}),
+            (
+                "prioritized",
+                "prioritised_item",
+                "make_prioritised_item_buffer",
+                {"priority_exponent": 0.6, "device": "gpu" if on_gpu else "cpu"},
+            ),
+        )
+        for ours, kind, api, kwargs in peers:
+            try:
+                fbx = getattr(flashbax, api)(
+                    max_length=BUFFER_CAPACITY,
+                    min_length=1,
+                    sample_batch_size=BUFFER_SAMPLE,
+                    add_sequences=False,
+                    add_batches=True,
+                    **kwargs,
+                )
+                row = measure(
+                    "flashbax",
+                    kind,
+                    fbx.init,
+                    fbx.add,
+                    fbx.sample,
+                    {"flashbax_version": version, "api": f"flashbax.{api}"},
+                )
+                emit(row)
+                flashbax_rows[ours] = row
+            except Exception as e:
+                emit({**base, "impl": "flashbax", "kind": kind, "skipped": error_text(e)})
+                traceback.print_exc()
 
     uni = uniform_buffer(BUFFER_CAPACITY, BUFFER_SAMPLE, add_batch_size=BUFFER_ADD)
     pri = prioritized_buffer(BUFFER_CAPACITY, BUFFER_SAMPLE, add_batch_size=BUFFER_ADD)
@@ -1010,8 +1020,8 @@ def bench_buffer(args: argparse.Namespace, emit: Emitter, on_gpu: bool) -> None:
             continue
         if kind == "prioritized":
             row["note"] = "add + sample only (no update_priorities)"
-        if kind == "uniform" and flashbax_row is not None:
-            row["ratio_vs_flashbax"] = row["ops_per_second"] / flashbax_row["ops_per_second"]
+        if kind in flashbax_rows:
+            row["ratio_vs_flashbax"] = row["ops_per_second"] / flashbax_rows[kind]["ops_per_second"]
         emit(row)
 
 
