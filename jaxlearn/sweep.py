@@ -3,9 +3,10 @@
 A sweep asks Optuna (ask/tell) for a batch of `batch_size` trials, groups them by what
 fixes array shapes (network sizes, `num_envs`, ...; one compile per distinct shape,
 cached), and trains each group in a single jitted call with the trials on a vmapped lane
-axis. Everything that does not change a shape is data (`PPOHParams`/`DQNHParams`: learning
-rate, discounts, coefficients, epsilon schedule, tau, target period, reward weights,
-curriculum thresholds), so trials with different values share one compiled program.
+axis, split over the local devices (`devices`). Everything that does not change a shape
+is data (`PPOHParams`/`DQNHParams`: learning rate, discounts, coefficients, epsilon
+schedule, tau, target period, reward weights, curriculum thresholds), so trials with
+different values share one compiled program.
 
 Between training chunks each trial reports an intermediate value (the chunk's mean
 episode return, or of the objective's episode metric) and the pruner (median by default,
@@ -62,6 +63,7 @@ import yaml
 from jaxlearn import algos
 from jaxlearn.config import to_dict
 from jaxlearn.logging import final_episode_metrics, final_returns
+from jaxlearn.parallel import seed_mesh, shard_seeds
 from jaxlearn.runner import RUN_FIELDS, RunConfig, choose_chunk_size, make_chunk
 
 SAMPLERS = ("tpe", "random")
@@ -200,6 +202,7 @@ class SweepSpec:
     storage: str | None = None  # None: sqlite in the sweep folder
     study_name: str = "jaxlearn"
     name: str = "sweep"
+    devices: Any = "auto"  # local devices the lanes are split over: auto/all, or a count
 
     @property
     def algo(self) -> str:
@@ -225,7 +228,30 @@ SPEC_FIELDS = {
     "storage",
     "study_name",
     "name",
+    "devices",
 }
+
+
+def _devices_field(value: Any) -> Any:
+    """`devices`: "auto" or "all" (every local device), or a count in 1..local devices."""
+    n_local = len(jax.local_devices())
+    if value in ("auto", "all"):
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise _bad("devices", value, f"must be 'auto', 'all' or a count in 1..{n_local}")
+    try:
+        n = int(value)
+    except ValueError:
+        raise _bad("devices", value, f"must be 'auto', 'all' or a count in 1..{n_local}") from None
+    if not 1 <= n <= n_local:
+        raise _bad("devices", value, f"must be 'auto', 'all' or a count in 1..{n_local}")
+    return n
+
+
+def lane_devices(spec_devices: Any) -> list:
+    """The local devices a sweep splits its lanes over."""
+    local = jax.local_devices()
+    return local if spec_devices in ("auto", "all") else local[: int(spec_devices)]
 
 
 def _int_field(d: Mapping, key: str, default: int, low: int) -> int:
@@ -298,6 +324,7 @@ def spec_from_dict(raw: Mapping[str, Any], base_dir: str = ".") -> SweepSpec:
         storage=raw.get("storage"),
         study_name=str(raw.get("study_name", "jaxlearn")),
         name=str(raw.get("name", "sweep")),
+        devices=_devices_field(raw.get("devices", "auto")),
     )
     _check_objective(spec)
     for p in spec.space:  # every bound and choice must make a valid config
@@ -515,6 +542,11 @@ class _Live:
     done: bool = False
 
 
+def state_devices(state: Any) -> set:
+    """The devices holding a lane-stacked state."""
+    return set(jax.tree.leaves(state)[0].sharding.device_set)
+
+
 def _num_lanes(state: Any) -> int:
     return int(jax.tree.leaves(state)[0].shape[0])
 
@@ -567,6 +599,7 @@ class Sweep:
         )
         self.distributions = {p.name: p.distribution() for p in spec.space}
         self.programs: dict[str, _Program] = {}
+        self.devices = lane_devices(spec.devices)
         self.compiles = 0
         self.batches = 0
 
@@ -699,6 +732,13 @@ class Sweep:
                 self.programs[key] = _Program(statics[key], self.spec.algo, self.spec.num_chunks)
             self._run_group(self.programs[key], statics[key], members)
 
+    def _place(self, tree: Any) -> Any:
+        """Split the lane axis over as many of the sweep's devices as divide the lane count
+        (all of them for the usual power-of-two counts); lanes are independent, so `jit`
+        then runs each device's lanes there with no communication."""
+        d = math.gcd(_num_lanes(tree), len(self.devices))
+        return shard_seeds(tree, seed_mesh(self.devices[:d]))
+
     def _compact(self, live: list[_Live], state: Any, hp: Any) -> tuple[Any, Any]:
         """Gather the lanes of the `live` trials onto the smallest padded lane axis that
         holds them (padding with copies of the first trial's lanes)."""
@@ -709,7 +749,8 @@ class Sweep:
         idx = jnp.asarray(order)
         for j, t in enumerate(live):
             t.lanes = list(range(j * s, (j + 1) * s))
-        return jax.tree.map(lambda x: x[idx], state), jax.tree.map(lambda x: x[idx], hp)
+        state = jax.tree.map(lambda x: x[idx], state)
+        return self._place(state), self._place(jax.tree.map(lambda x: x[idx], hp))
 
     def _run_group(self, program: _Program, static: Any, members: list) -> None:
         from optuna.trial import TrialState
@@ -724,9 +765,9 @@ class Sweep:
         pad = _padded(len(live), spec.batch_size) - len(live)
         keys += [keys[0]] * pad
         hps += hps[:s] * pad
-        hp_arr = stack(hps)
+        hp_arr = self._place(stack(hps))
         t0 = time.perf_counter()
-        state = program.init(jnp.concatenate(keys), hp_arr)
+        state = self._place(program.init(self._place(jnp.concatenate(keys)), hp_arr))
         histories: dict[int, list[dict[str, np.ndarray]]] = {t.trial.number: [] for t in live}
         num_updates = program.learner.num_updates
         done_updates = 0
@@ -762,7 +803,7 @@ class Sweep:
             best = self._best_value()
             self.log(
                 f"  chunk {c + 1}/{num_calls}: {len(live)} live trial(s) on "
-                f"{_num_lanes(state)} lane(s)"
+                f"{_num_lanes(state)} lane(s) over {len(state_devices(state))} device(s)"
                 + (f"; best so far {best:.4g}" if best is not None else "")
             )
         else:

@@ -21,7 +21,15 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-SPEC_FLAGS = ("num_trials", "batch_size", "seeds_per_trial", "storage", "study_name", "seed")
+SPEC_FLAGS = (
+    "num_trials",
+    "batch_size",
+    "seeds_per_trial",
+    "storage",
+    "study_name",
+    "seed",
+    "devices",
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -37,6 +45,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--storage", metavar="URL", help="Optuna RDB URL (default sqlite in DIR)")
     p.add_argument("--study-name", help="study name in the storage (default jaxlearn)")
     p.add_argument("--seed", type=int, help="sampler and trial-key seed")
+    p.add_argument(
+        "--devices",
+        help="local devices the batch's lanes are split over: auto or all (every one, "
+        "default), or a count",
+    )
     p.add_argument(
         "--export-best",
         metavar="PATH",

@@ -141,6 +141,9 @@ def _spec(**over):
         ({"pruner": "asha"}, r"sweep.pruner='asha' is invalid: must be one of"),
         ({"batch_size": 0}, r"sweep.batch_size=0 is invalid"),
         ({"trials": 3}, r"unknown key\(s\) \['trials'\]"),
+        ({"devices": 0}, r"sweep.devices=0 is invalid: must be 'auto', 'all' or a count in 1"),
+        ({"devices": 99}, r"sweep.devices=99 is invalid"),
+        ({"devices": "gpu"}, r"sweep.devices='gpu' is invalid"),
     ],
 )
 def test_bad_specs_are_rejected_before_anything_runs(over, match):
@@ -321,3 +324,68 @@ def test_hparams_stack_for_vmap():
     hp = sweep.stack([PPOConfig().hparams(), PPOConfig(learning_rate=1e-3).hparams()])
     assert hp.learning_rate.shape == (2,)
     assert jnp.allclose(hp.learning_rate, jnp.asarray([2.5e-4, 1e-3]))
+
+
+SHARDED_SWEEP = """
+import dataclasses, json, sys
+import jax
+from jaxlearn import sweep
+
+class PruneOdd(__import__("optuna").pruners.BasePruner):
+    def prune(self, study, trial):
+        return trial.number % 2 == 1 and len(trial.intermediate_values) >= 2
+
+raw = {
+    "config": {"total_timesteps": 2048, "num_envs": 4, "num_steps": 64, "hidden_sizes": [16]},
+    "num_trials": 4, "batch_size": 4, "num_chunks": 4, "seeds_per_trial": 2,
+    "sampler": "random", "devices": sys.argv[2],
+    "space": {"learning_rate": {"low": 1e-4, "high": 1e-2, "log": True}},
+}
+spec = sweep.spec_from_dict(raw)
+logs = []
+sw = sweep.Sweep(spec, sweep.new_sweep(spec, sys.argv[1]), log=logs.append)
+sw.study.pruner = PruneOdd()
+sw.run()
+print(json.dumps({
+    "values": {t.number: t.value for t in sw.study.get_trials()},
+    "states": {t.number: t.state.name for t in sw.study.get_trials()},
+    "logs": logs,
+}))
+"""
+
+
+@pytest.mark.slow
+def test_trial_lanes_split_over_devices_give_the_one_device_results(tmp_path):
+    # 2 forced CPU devices: 4 trials x 2 seeds on 8 lanes split 4 + 4, then the 2 trials
+    # left after pruning on 4 lanes split 2 + 2; the same values as on one device.
+    import json
+    import subprocess
+    import sys
+
+    def run(devices):
+        proc = subprocess.run(
+            [sys.executable, "-c", SHARDED_SWEEP, str(tmp_path / devices), devices],
+            cwd=ROOT,
+            env={
+                **os.environ,
+                "JAX_PLATFORMS": "cpu",
+                "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+            },
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+
+    split, one = run("auto"), run("1")
+    assert any("4 live trial(s) on 8 lane(s) over 2 device(s)" in s for s in split["logs"])
+    assert any("2 live trial(s) on 4 lane(s) over 2 device(s)" in s for s in split["logs"])
+    assert all("over 1 device(s)" in s for s in one["logs"] if "lane(s)" in s)
+    assert (
+        split["states"]
+        == one["states"]
+        == {"0": "COMPLETE", "1": "PRUNED", "2": "COMPLETE", "3": "PRUNED"}
+    )
+    for n in ("0", "2"):
+        assert split["values"][n] == pytest.approx(one["values"][n], rel=1e-4)
