@@ -12,6 +12,7 @@ import sys
 import textwrap
 
 import pytest
+from forced_devices import last_json, run_on_cpu_devices
 
 from jaxlearn.parallel import select_devices
 
@@ -94,21 +95,7 @@ SCRIPT = textwrap.dedent(
 
 @pytest.mark.slow
 def test_seeds_sharded_over_8_devices_match_one_device(tmp_path):
-    env = {
-        **os.environ,
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
-        "JAX_PLATFORMS": "cpu",
-    }
-    proc = subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(tmp_path)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    report = last_json(run_on_cpu_devices(["-c", SCRIPT, str(tmp_path)], 8))
     for algo in ("ppo", "dqn"):
         assert report[algo]["devices"] == [1, 8], report
         assert report[algo]["max_param_diff"] <= 1e-5, report
@@ -198,21 +185,7 @@ DP_SCRIPT = textwrap.dedent(
 
 @pytest.mark.slow
 def test_data_parallel_update_equals_the_single_device_update(tmp_path):
-    env = {
-        **os.environ,
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
-        "JAX_PLATFORMS": "cpu",
-    }
-    proc = subprocess.run(
-        [sys.executable, "-c", DP_SCRIPT],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    report = last_json(run_on_cpu_devices(["-c", DP_SCRIPT], 8))
     for name in ("ppo_CartPole-v1", "ppo_Pendulum-v1", "dqn"):
         assert report[name]["moved"] > 1e-4, report  # the update did something
         assert report[name]["param_diff"] <= 1e-5, report
@@ -256,21 +229,7 @@ DP_RUN_SCRIPT = textwrap.dedent(
 
 @pytest.mark.slow
 def test_one_agent_trains_data_parallel_with_identical_replicas(tmp_path):
-    env = {
-        **os.environ,
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
-        "JAX_PLATFORMS": "cpu",
-    }
-    proc = subprocess.run(
-        [sys.executable, "-c", DP_RUN_SCRIPT, str(tmp_path)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    r = last_json(run_on_cpu_devices(["-c", DP_RUN_SCRIPT, str(tmp_path)], 8))
     assert r["data_parallel"] and r["num_devices"] == 8 and r["finite"], r
     assert r["replicas_identical"], r  # pmean keeps every device's parameters equal
     assert r["envs_differ"], r  # each device steps its own envs
@@ -325,21 +284,7 @@ DQN_DP_RUN_SCRIPT = textwrap.dedent(
 @pytest.mark.slow
 @pytest.mark.parametrize("replay", ["uniform", "per"])
 def test_one_dqn_agent_trains_data_parallel_with_identical_replicas(tmp_path, replay):
-    env = {
-        **os.environ,
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
-        "JAX_PLATFORMS": "cpu",
-    }
-    proc = subprocess.run(
-        [sys.executable, "-c", DQN_DP_RUN_SCRIPT, str(tmp_path), replay],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    r = last_json(run_on_cpu_devices(["-c", DQN_DP_RUN_SCRIPT, str(tmp_path), replay], 8))
     assert r["data_parallel"] and r["num_devices"] == 8 and r["finite"], r
     assert r["params_identical"] and r["episodes_identical"], r  # pmean keeps replicas equal
     assert r["envs_differ"] and r["shards_differ"], r  # each device: its envs, its replay
@@ -525,19 +470,7 @@ DQN_ACROSS_FLAGS = [
 
 
 def _one_agent_on_two_local_devices(out, flags):
-    proc = subprocess.run(
-        [sys.executable, "scripts/train.py", "--out", out, "--devices", "all", *flags],
-        cwd=ROOT,
-        env={
-            **os.environ,
-            "JAX_PLATFORMS": "cpu",
-            "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
-        },
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_on_cpu_devices(["scripts/train.py", "--out", out, "--devices", "all", *flags], 2)
 
 
 def _checkpoint_arrays(run_dir, like_dir):

@@ -358,25 +358,11 @@ print(json.dumps({
 def test_trial_lanes_split_over_devices_give_the_one_device_results(tmp_path):
     # 2 forced CPU devices: 4 trials x 2 seeds on 8 lanes split 4 + 4, then the 2 trials
     # left after pruning on 4 lanes split 2 + 2; the same values as on one device.
-    import json
-    import subprocess
-    import sys
+    from forced_devices import last_json, run_on_cpu_devices
 
     def run(devices):
-        proc = subprocess.run(
-            [sys.executable, "-c", SHARDED_SWEEP, str(tmp_path / devices), devices],
-            cwd=ROOT,
-            env={
-                **os.environ,
-                "JAX_PLATFORMS": "cpu",
-                "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
-            },
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        return json.loads(proc.stdout.strip().splitlines()[-1])
+        args = ["-c", SHARDED_SWEEP, str(tmp_path / devices), devices]
+        return last_json(run_on_cpu_devices(args, 2))
 
     split, one = run("auto"), run("1")
     assert any("4 live trial(s) on 8 lane(s) over 2 device(s)" in s for s in split["logs"])
