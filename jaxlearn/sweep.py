@@ -63,7 +63,7 @@ import yaml
 from jaxlearn import algos
 from jaxlearn.config import to_dict
 from jaxlearn.logging import final_episode_metrics, final_returns
-from jaxlearn.parallel import seed_mesh, shard_seeds
+from jaxlearn.parallel import seed_mesh, select_devices, shard_seeds
 from jaxlearn.runner import RUN_FIELDS, RunConfig, choose_chunk_size, make_chunk
 
 SAMPLERS = ("tpe", "random")
@@ -232,26 +232,13 @@ SPEC_FIELDS = {
 }
 
 
-def _devices_field(value: Any) -> Any:
-    """`devices`: "auto" or "all" (every local device), or a count in 1..local devices."""
-    n_local = len(jax.local_devices())
-    if value in ("auto", "all"):
-        return value
-    if isinstance(value, bool) or not isinstance(value, int | str):
-        raise _bad("devices", value, f"must be 'auto', 'all' or a count in 1..{n_local}")
+def lane_devices(value: Any) -> list:
+    """The local devices a sweep splits its lanes over: `auto`/`all` every one, or the
+    first N (`parallel.select_devices` checks the value)."""
     try:
-        n = int(value)
-    except ValueError:
-        raise _bad("devices", value, f"must be 'auto', 'all' or a count in 1..{n_local}") from None
-    if not 1 <= n <= n_local:
-        raise _bad("devices", value, f"must be 'auto', 'all' or a count in 1..{n_local}")
-    return n
-
-
-def lane_devices(spec_devices: Any) -> list:
-    """The local devices a sweep splits its lanes over."""
-    local = jax.local_devices()
-    return local if spec_devices in ("auto", "all") else local[: int(spec_devices)]
+        return select_devices("all" if value in (None, "auto") else value, num_seeds=1)
+    except ValueError as e:
+        raise ValueError(f"sweep.{e}") from None
 
 
 def _int_field(d: Mapping, key: str, default: int, low: int) -> int:
@@ -324,9 +311,10 @@ def spec_from_dict(raw: Mapping[str, Any], base_dir: str = ".") -> SweepSpec:
         storage=raw.get("storage"),
         study_name=str(raw.get("study_name", "jaxlearn")),
         name=str(raw.get("name", "sweep")),
-        devices=_devices_field(raw.get("devices", "auto")),
+        devices=raw.get("devices", "auto"),
     )
     _check_objective(spec)
+    lane_devices(spec.devices)
     for p in spec.space:  # every bound and choice must make a valid config
         for v in p.extremes():
             try:
@@ -540,11 +528,6 @@ class _Live:
     hparams: Any
     lanes: list[int]  # positions in the group's lane axis
     done: bool = False
-
-
-def state_devices(state: Any) -> set:
-    """The devices holding a lane-stacked state."""
-    return set(jax.tree.leaves(state)[0].sharding.device_set)
 
 
 def _num_lanes(state: Any) -> int:
@@ -801,9 +784,10 @@ class Sweep:
             if _padded(len(live), spec.batch_size) * s < _num_lanes(state):
                 state, hp_arr = self._compact(live, state, hp_arr)
             best = self._best_value()
+            on = len(jax.tree.leaves(state)[0].sharding.device_set)
             self.log(
                 f"  chunk {c + 1}/{num_calls}: {len(live)} live trial(s) on "
-                f"{_num_lanes(state)} lane(s) over {len(state_devices(state))} device(s)"
+                f"{_num_lanes(state)} lane(s) over {on} device(s)"
                 + (f"; best so far {best:.4g}" if best is not None else "")
             )
         else:
