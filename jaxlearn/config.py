@@ -1,8 +1,9 @@
 """Config helpers: validation with clear messages, and building frozen dataclasses from dicts.
 
 Every config in jaxlearn is a frozen dataclass validated once, at construction, before
-anything is compiled. Errors are `ValueError`s that name the class, the field, the value
-and what is allowed.
+anything is compiled. Errors are `ConfigError`s (a `ValueError`) that name the class, the
+field, the value and what is allowed. Real numbers must be finite and fit in float32 (they
+become float32 device arrays), unless a field documents infinity as meaningful.
 """
 
 from __future__ import annotations
@@ -13,13 +14,81 @@ import typing
 from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar
 
+import numpy as np
 import yaml
 
 T = TypeVar("T")
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # ~3.4e38: larger values become inf on device
+
+
+class ConfigError(ValueError):
+    """A user's input is invalid: scripts print `error: <message>` and exit 2."""
+
 
 def fail(cls_name: str, field: str, value: Any, allowed: str) -> typing.NoReturn:
-    raise ValueError(f"{cls_name}.{field}={value!r} is invalid: {allowed}")
+    raise ConfigError(f"{cls_name}.{field}={value!r} is invalid: {allowed}")
+
+
+def is_real(value: Any) -> bool:
+    """An int or float (not a bool)."""
+    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(
+        value, bool | np.bool_
+    )
+
+
+def check_float32(owner: str, field: str, value: Any, *, allow_inf: bool = False) -> float:
+    """`value` as a float, if it is a real number that float32 holds: not NaN, |value| <=
+    FLOAT32_MAX (a larger finite number would become inf on the device), and finite unless
+    `allow_inf`. Raises `ConfigError` naming `owner.field` otherwise."""
+    if not is_real(value):
+        fail(owner, field, value, "must be a real number")
+    v = float(value)
+    if v != v:
+        fail(owner, field, value, "must be a real number, not NaN")
+    if abs(v) > FLOAT32_MAX and not (allow_inf and abs(v) == float("inf")):
+        kind = "a number" if allow_inf else "a finite number"
+        fail(owner, field, value, f"must be {kind} within float32 range (|x| <= 3.4e38)")
+    return v
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """YAML's safe loader, but a key given twice in one mapping is an error (PyYAML keeps
+    the last one silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(path: str, what: str = "--config") -> dict[str, Any]:
+    """Read a YAML file that must hold a mapping (an empty file is `{}`).
+
+    Raises `ConfigError` naming `what`, the file and, for syntax errors and duplicate keys,
+    the line and column.
+    """
+    try:
+        with open(path) as f:
+            loaded = yaml.load(f, Loader=_StrictLoader)
+    except OSError as e:
+        raise ConfigError(f"{what} {path!r}: cannot read it ({e.strerror or e})") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else path
+        problem = getattr(e, "problem", None) or str(e)
+        raise ConfigError(f"{what} {where}: invalid YAML: {problem}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{what} {path!r}: expected a mapping of field: value at the top")
+    return loaded
 
 
 def check_positive_int(obj: Any, *fields: str) -> None:
@@ -44,19 +113,25 @@ def check_range(
     *,
     low_open: bool = False,
     high_open: bool = False,
+    allow_inf: bool = False,
 ) -> None:
-    """Check `low <(=) value <(=) high` for a real-valued field."""
+    """Check `low <(=) value <(=) high` for a real-valued field that float32 holds; infinity
+    only where `allow_inf` (a field whose docs give inf a meaning, e.g. no clipping)."""
     v = getattr(obj, field)
-    name = type(obj).__name__
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v:
-        fail(name, field, v, "must be a real number")
+    lo = "-inf" if low is None else str(low)
+    hi = "inf" if high is None else str(high)
+    left = "(" if low_open or (low is None and not allow_inf) else "["
+    right = ")" if high_open or (high is None and not allow_inf) else "]"
+    kind = "a number" if allow_inf else "a finite number"
+    allowed = f"must be {kind} in {left}{lo}, {hi}{right}"
+    try:
+        v = check_float32(type(obj).__name__, field, v, allow_inf=allow_inf)
+    except ConfigError:
+        fail(type(obj).__name__, field, getattr(obj, field), f"{allowed} (float32)")
     lo_ok = low is None or (v > low if low_open else v >= low)
     hi_ok = high is None or (v < high if high_open else v <= high)
     if not (lo_ok and hi_ok):
-        lo = "-inf" if low is None else str(low)
-        hi = "inf" if high is None else str(high)
-        interval = ("(" if low_open else "[") + f"{lo}, {hi}" + (")" if high_open else "]")
-        fail(name, field, v, f"must be in {interval}")
+        fail(type(obj).__name__, field, getattr(obj, field), allowed)
 
 
 def check_choice(obj: Any, field: str, allowed: Iterable[Any]) -> None:
@@ -68,6 +143,15 @@ def check_choice(obj: Any, field: str, allowed: Iterable[Any]) -> None:
 
 def field_names(cls: type) -> list[str]:
     return [f.name for f in dataclasses.fields(cls)]
+
+
+def _parse_inline(text: str, where: str) -> Any:
+    """A YAML flow value given on the command line (`[64, 64]`, `{collision: -1}`)."""
+    try:
+        return yaml.load(text, Loader=_StrictLoader)
+    except yaml.YAMLError as e:
+        problem = getattr(e, "problem", None) or str(e)
+        raise ConfigError(f"{where}: cannot parse {text!r}: {problem}") from None
 
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:
@@ -84,20 +168,20 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
                 return _coerce(value, a, where)
             except (TypeError, ValueError) as e:
                 last_error = e
-        raise ValueError(f"{where}: cannot read {value!r} as {tp}") from last_error
+        raise ConfigError(f"{where}: cannot read {value!r} as {tp}") from last_error
     if origin is tuple:
         args = typing.get_args(tp)
         if isinstance(value, str):
-            value = yaml.safe_load(value if value.strip().startswith("[") else f"[{value}]")
-        if not isinstance(value, (list, tuple)):
-            value = [value]
+            value = _parse_inline(value if value.strip().startswith("[") else f"[{value}]", where)
+        if not isinstance(value, (list, tuple)):  # e.g. `hidden_sizes: 64` in YAML
+            raise ConfigError(f"{where}: {value!r} is not a list (write [{value}] for one item)")
         elem = args[0] if args else Any
         return tuple(_coerce(v, elem, where) for v in value)
     if tp is dict or origin is dict:
         if isinstance(value, str):
-            value = yaml.safe_load(value)
+            value = _parse_inline(value, where)
         if not isinstance(value, dict):
-            raise ValueError(f"{where}: {value!r} is not a mapping (use {{key: value, ...}})")
+            raise ConfigError(f"{where}: {value!r} is not a mapping (use {{key: value, ...}})")
         return value
     if tp is bool:
         if isinstance(value, bool):
@@ -108,10 +192,10 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             return False
         if isinstance(value, int) and value in (0, 1):
             return bool(value)
-        raise ValueError(f"{where}: {value!r} is not a boolean (true/false)")
+        raise ConfigError(f"{where}: {value!r} is not a boolean (true/false)")
     if tp is int:
         if isinstance(value, bool):
-            raise ValueError(f"{where}: {value!r} is not an integer")
+            raise ConfigError(f"{where}: {value!r} is not an integer")
         if isinstance(value, int):
             return value
         if isinstance(value, float) and value.is_integer():
@@ -123,17 +207,17 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
                 f = None
             if f is not None and f.is_integer():
                 return int(f)
-        raise ValueError(f"{where}: {value!r} is not an integer")
+        raise ConfigError(f"{where}: {value!r} is not an integer")
     if tp is float:
         try:
             if isinstance(value, bool):
                 raise ValueError
             return float(value)
         except (TypeError, ValueError):
-            raise ValueError(f"{where}: {value!r} is not a number") from None
+            raise ConfigError(f"{where}: {value!r} is not a number") from None
     if tp is str:
         if not isinstance(value, str):
-            raise ValueError(f"{where}: {value!r} is not a string")
+            raise ConfigError(f"{where}: {value!r} is not a string")
         return value
     return value
 
@@ -149,7 +233,7 @@ def from_dict(cls: type[T], values: Mapping[str, Any], *, base: T | None = None)
     names = field_names(cls)
     unknown = [k for k in values if k not in names]
     if unknown:
-        raise ValueError(
+        raise ConfigError(
             f"{cls.__name__}: unknown field(s) {unknown}; allowed fields: {', '.join(names)}"
         )
     hints = typing.get_type_hints(cls)
@@ -187,10 +271,10 @@ def parse_set(items: Iterable[str]) -> dict[str, str]:
     out: dict[str, str] = {}
     for item in items:
         if "=" not in item:
-            raise ValueError(f"--set {item!r} is invalid: expected field=value")
+            raise ConfigError(f"--set {item!r} is invalid: expected field=value")
         k, v = item.split("=", 1)
         k = k.strip().replace("-", "_")
         if not k:
-            raise ValueError(f"--set {item!r} is invalid: empty field name")
+            raise ConfigError(f"--set {item!r} is invalid: empty field name")
         out[k] = v.strip()
     return out

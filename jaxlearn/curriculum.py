@@ -38,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from jaxlearn.config import FLOAT32_MAX, ConfigError, is_real
 from jaxlearn.envs.task import STAGE_FIELDS, TaskEnv
 
 # The default stages: workspace (x, y, z) metres, obstacles, time limit seconds, features.
@@ -182,8 +183,11 @@ def _parse_stage(i: int, s: Any, env_fields: tuple[str, ...]) -> Stage:
             kw[k] = float(v)
     if s.get("average_reward") is not None:
         v = s["average_reward"]
-        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-            raise ValueError(f"{where}: average_reward={v!r} is invalid: must be a finite number")
+        if not is_real(v) or not math.isfinite(v) or abs(v) > FLOAT32_MAX:
+            raise ConfigError(
+                f"{where}: average_reward={v!r} is invalid: must be a finite number within "
+                "float32 range (|x| <= 3.4e38)"
+            )
         kw["average_reward"] = float(v)
     if "min_episodes" in s:
         v = s["min_episodes"]

@@ -34,7 +34,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxlearn.config import fail
+from jaxlearn.config import check_float32, fail
 
 # Built-in component names, in logging order.
 COMPONENTS = (
@@ -65,8 +65,7 @@ class RewardConfig:
     def __post_init__(self):
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
-            if isinstance(v, bool) or not isinstance(v, int | float):
-                fail(type(self).__name__, f.name, v, "must be a number")
+            check_float32(type(self).__name__, f.name, v)
 
     def weights(self) -> dict[str, float]:
         """Component name -> weight, in `COMPONENTS` order."""
@@ -95,9 +94,7 @@ def override_weights(params: Any, overrides: Mapping[str, float], owner: str = "
     for name, value in overrides.items():
         if name not in current:
             fail(owner, name, value, f"must name a reward component of this env: {list(current)}")
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            fail(owner, name, value, "must be a number")
-        current[name] = jnp.float32(value)
+        current[name] = jnp.float32(check_float32(owner, name, value))
     return params.replace(reward_weights=current)
 
 

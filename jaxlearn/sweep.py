@@ -61,7 +61,7 @@ import numpy as np
 import yaml
 
 from jaxlearn import algos
-from jaxlearn.config import to_dict
+from jaxlearn.config import load_yaml, to_dict
 from jaxlearn.logging import final_episode_metrics, final_returns
 from jaxlearn.parallel import seed_mesh, select_devices, shard_seeds
 from jaxlearn.runner import RUN_FIELDS, RunConfig, choose_chunk_size, make_chunk
@@ -260,10 +260,7 @@ def load_spec(path: str, overrides: Mapping[str, Any] | None = None) -> SweepSpe
     top-level spec keys."""
     if not os.path.isfile(path):
         raise ValueError(f"sweep spec {path!r}: no such file")
-    with open(path) as f:
-        raw = yaml.safe_load(f) or {}
-    if not isinstance(raw, Mapping):
-        raise ValueError(f"sweep spec {path!r}: expected a mapping")
+    raw = load_yaml(path, "sweep spec")
     raw = {**raw, **(overrides or {})}
     raw.setdefault("name", os.path.splitext(os.path.basename(path))[0])
     return spec_from_dict(raw, base_dir=os.path.dirname(os.path.abspath(path)))
@@ -1005,9 +1002,7 @@ def resume(
     path = os.path.join(folder, SPEC_FILE)
     if not os.path.isfile(path) or not os.path.isfile(os.path.join(folder, WORKER_FILE)):
         raise ValueError(f"--resume {folder!r}: no {SPEC_FILE} there; is it a sweep folder?")
-    with open(path) as f:
-        raw = yaml.safe_load(f)
-    spec = spec_from_dict(raw, base_dir=folder)
+    spec = spec_from_dict(load_yaml(path, "--resume"), base_dir=folder)
     return Sweep(spec, folder, log).run(stop_after_batches)
 
 

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from jaxlearn import rewards
-from jaxlearn.config import fail
+from jaxlearn.config import ConfigError, fail
 from jaxlearn.envs.registry import is_registered, make, make_vec, registered_envs
 from jaxlearn.envs.task import TaskEnv
 
@@ -67,7 +67,7 @@ def make_curriculum(cfg: Any, env: Any, params: Any):
         spec = CurriculumConfig.from_dict(cfg.curriculum, env_fields=fields)
         return Curriculum(spec, env, params)
     except ValueError as e:
-        raise ValueError(f"{type(cfg).__name__}.{e}") from None
+        raise ConfigError(f"{type(cfg).__name__}.{e}") from None
 
 
 def env_hparams(cfg: Any) -> dict[str, Any]:

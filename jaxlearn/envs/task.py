@@ -36,6 +36,7 @@ from flax import struct
 from gymnax.environments import environment
 
 from jaxlearn import rewards as R
+from jaxlearn.config import ConfigError, check_float32
 
 # Fields of `TaskParams` a curriculum stage may set, and how difficulty grows along each:
 # +1 harder when larger, -1 harder when smaller.
@@ -171,7 +172,7 @@ class TaskEnv(environment.Environment):
                     f"{owner}: unknown env parameter {name!r}; allowed: {', '.join(allowed)}"
                 )
             old = np.asarray(getattr(params, name))
-            arr = np.asarray(value)
+            arr = _finite_array(owner, name, value, old.dtype)
             if old.ndim == 1 and arr.ndim == 1 and arr.size < old.size:
                 # a 2-element workspace [x, y] keeps the old z
                 arr = np.concatenate([arr, old[arr.size :]])
@@ -310,3 +311,23 @@ def obstacle_sensor(
 def grid_shape(max_workspace: tuple[float, ...], cell: float, dim: int) -> tuple[int, ...]:
     """Static grid shape covering `max_workspace` with cubic cells of side `cell`."""
     return tuple(int(math.ceil(max_workspace[i] / cell - 1e-9)) for i in range(dim))
+
+
+def _finite_array(owner: str, name: str, value: Any, dtype: Any) -> np.ndarray:
+    """`value` as an array for a params field of `dtype`: true/false for flags; otherwise
+    real numbers, float32-finite, and within int32 for integer fields."""
+    try:
+        arr = np.asarray(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{owner}: {name}={value!r} is not a number or list of numbers") from None
+    if arr.dtype == object or arr.dtype.kind not in "biuf":
+        raise ConfigError(f"{owner}: {name}={value!r} must be a number or a list of numbers")
+    if np.dtype(dtype).kind == "b":  # flags: true/false (or 0/1)
+        if not np.all(np.isin(arr, (0, 1))):
+            raise ConfigError(f"{owner}: {name}={value!r} is invalid: must be true or false")
+        return arr
+    for x in arr.reshape(-1).tolist():
+        check_float32(owner, name, x)
+        if np.dtype(dtype).kind in "iu" and not -(2**31) <= x < 2**31:
+            raise ConfigError(f"{owner}: {name}={value!r} is invalid: must fit in int32")
+    return arr

@@ -149,7 +149,7 @@ class DQNConfig:
         check_range(self, "learning_rate", 0.0, None, low_open=True)
         check_range(self, "gamma", 0.0, 1.0)
         check_range(self, "tau", 0.0, 1.0, low_open=True)
-        check_range(self, "max_grad_norm", 0.0, None, low_open=True)
+        check_range(self, "max_grad_norm", 0.0, None, low_open=True, allow_inf=True)
         check_range(self, "adam_eps", 0.0, None, low_open=True)
         check_range(self, "epsilon_start", 0.0, 1.0)
         check_range(self, "epsilon_end", 0.0, 1.0)

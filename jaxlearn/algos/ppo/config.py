@@ -41,7 +41,7 @@ class PPOConfig:
     clip_value: bool = True  # clip the value update to +-clip_eps around the old value
     ent_coef: float = 0.01
     vf_coef: float = 0.5
-    max_grad_norm: float = 0.5
+    max_grad_norm: float = 0.5  # global-norm clip; .inf disables it
     adam_eps: float = 1e-5
     normalize_advantages: bool = True
     hidden_sizes: tuple[int, ...] = (64, 64)
@@ -96,7 +96,7 @@ class PPOConfig:
         check_range(self, "clip_eps", 0.0, None, low_open=True)
         check_range(self, "ent_coef", 0.0, None)
         check_range(self, "vf_coef", 0.0, None)
-        check_range(self, "max_grad_norm", 0.0, None, low_open=True)
+        check_range(self, "max_grad_norm", 0.0, None, low_open=True, allow_inf=True)
         check_range(self, "adam_eps", 0.0, None, low_open=True)
         check_range(self, "log_std_init", -20.0, 5.0)
         if isinstance(self.lora_rank, bool) or not isinstance(self.lora_rank, int):
