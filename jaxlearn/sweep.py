@@ -46,12 +46,15 @@ from __future__ import annotations
 import csv
 import dataclasses
 import datetime
+import fcntl
 import json
 import math
 import os
+import re
 import sys
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -61,7 +64,7 @@ import numpy as np
 import yaml
 
 from jaxlearn import algos
-from jaxlearn.config import load_yaml, to_dict
+from jaxlearn.config import ConfigError, check_float32, load_yaml, to_dict
 from jaxlearn.logging import final_episode_metrics, final_returns
 from jaxlearn.parallel import seed_mesh, select_devices, shard_seeds
 from jaxlearn.runner import RUN_FIELDS, RunConfig, choose_chunk_size, make_chunk
@@ -123,8 +126,8 @@ class Param:
         return [cast(self.low), cast(self.high)]
 
 
-def _bad(field: str, value: Any, allowed: str) -> ValueError:
-    return ValueError(f"sweep.{field}={value!r} is invalid: {allowed}")
+def _bad(field: str, value: Any, allowed: str) -> ConfigError:
+    return ConfigError(f"sweep.{field}={value!r} is invalid: {allowed}")
 
 
 def parse_param(name: str, spec: Any) -> Param:
@@ -155,8 +158,10 @@ def parse_param(name: str, spec: Any) -> Param:
         raise _bad(where, dict(spec), "a range needs both low and high (or give choices)")
     low, high = spec["low"], spec["high"]
     for k, v in (("low", low), ("high", high)):
-        if isinstance(v, bool) or not isinstance(v, int | float) or v != v:
-            raise _bad(f"{where}.{k}", v, "must be a number")
+        try:
+            check_float32("sweep", f"{where}.{k}", v)
+        except ConfigError:
+            raise _bad(f"{where}.{k}", v, "must be a finite number (|x| <= 3.4e38)") from None
     kind = spec.get("type")
     if kind is None:
         kind = "int" if isinstance(low, int) and isinstance(high, int) else "float"
@@ -255,6 +260,42 @@ def _choice_field(d: Mapping, key: str, default: str, allowed: tuple[str, ...]) 
     return v
 
 
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def _name_field(value: Any) -> str:
+    """A sweep name becomes a folder name under sweeps/: one plain path component."""
+    if not isinstance(value, str) or not _NAME.fullmatch(value):
+        raise _bad(
+            "name",
+            value,
+            "must be 1-100 letters, digits, '.', '_' or '-', starting with a letter or digit "
+            "(it names a folder under sweeps/)",
+        )
+    return value
+
+
+def _storage_field(value: Any) -> str | None:
+    """An Optuna RDB URL whose database driver is installed (None: sqlite in the folder)."""
+    if value is None:
+        return None
+    import sqlalchemy
+    from sqlalchemy.engine import make_url
+
+    allowed = "must be a database URL such as sqlite:///path/study.db or postgresql://host/db"
+    if not isinstance(value, str):
+        raise _bad("storage", value, allowed)
+    try:
+        make_url(value).get_dialect()
+    except sqlalchemy.exc.ArgumentError:
+        raise _bad("storage", value, allowed) from None
+    except (sqlalchemy.exc.NoSuchModuleError, ImportError) as e:
+        raise _bad(
+            "storage", value, f"{allowed}; its database driver is not available: {e}"
+        ) from None
+    return value
+
+
 def load_spec(path: str, overrides: Mapping[str, Any] | None = None) -> SweepSpec:
     """Read a sweep spec from YAML (`base` is relative to the file); `overrides` replace
     top-level spec keys."""
@@ -305,9 +346,9 @@ def spec_from_dict(raw: Mapping[str, Any], base_dir: str = ".") -> SweepSpec:
         seed=_int_field(raw, "seed", 0, 0),
         num_chunks=_int_field(raw, "num_chunks", 10, 1),
         eval_episodes=_int_field(raw, "eval_episodes", 16, 1),
-        storage=raw.get("storage"),
+        storage=_storage_field(raw.get("storage")),
         study_name=str(raw.get("study_name", "jaxlearn")),
-        name=str(raw.get("name", "sweep")),
+        name=_name_field(raw.get("name", "sweep")),
         devices=raw.get("devices", "auto"),
     )
     _check_objective(spec)
@@ -556,6 +597,41 @@ def _objective(spec: SweepSpec, history: dict[str, np.ndarray], eval_returns) ->
     return float(extras.get(spec.objective, float("nan")))
 
 
+HEARTBEAT_SECONDS = 60  # live trials are marked alive at least this often (between chunks)
+STALE_SECONDS = 1800  # a RUNNING trial silent this long belongs to a dead worker
+
+
+def _requeue(study: Any, trial: Any) -> None:
+    """Queue a failed (interrupted or stale) trial again: same parameters, same seeds."""
+    study.enqueue_trial(
+        trial.params,
+        user_attrs={
+            "seed_index": trial.user_attrs.get("seed_index", trial.number),
+            "retry_of": trial.number,
+        },
+    )
+
+
+class _creating:
+    """Serialise creating a study's sqlite tables: two sweeps starting at once on a new
+    file otherwise race on Optuna's schema setup (`IntegrityError` on alembic_version).
+    Other databases handle concurrent setup themselves."""
+
+    def __init__(self, url: str):
+        self.path = url[len("sqlite:///") :] + ".lock" if url.startswith("sqlite:///") else None
+        self.fd: int | None = None
+
+    def __enter__(self):
+        if self.path:
+            self.fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+
+    def __exit__(self, *exc):
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+
+
 class Sweep:
     """A sweep folder bound to its study. `run()` trains trials until `num_trials` are done."""
 
@@ -568,28 +644,51 @@ class Sweep:
         with open(os.path.join(folder, WORKER_FILE)) as f:
             self.worker = json.load(f)["worker"]
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        storage = spec.storage or f"sqlite:///{os.path.abspath(os.path.join(folder, DB_FILE))}"
-        self.study = optuna.create_study(
-            study_name=spec.study_name,
-            storage=storage,
-            sampler=self._sampler(),
-            pruner=self._pruner(),
-            direction=spec.direction,
-            load_if_exists=True,
-        )
+        url = spec.storage or f"sqlite:///{os.path.abspath(os.path.join(folder, DB_FILE))}"
+        with _creating(url), warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats
+            self.storage = optuna.storages.RDBStorage(
+                url,
+                heartbeat_interval=HEARTBEAT_SECONDS,
+                grace_period=STALE_SECONDS,
+                heartbeat_stale_trial_callback=_requeue,
+            )
+            self.study = optuna.create_study(
+                study_name=spec.study_name,
+                storage=self.storage,
+                pruner=self._pruner(),
+                direction=spec.direction,
+                load_if_exists=True,
+            )
+        self.study.sampler = self._sampler(self._sampler_seed())
         self.distributions = {p.name: p.distribution() for p in spec.space}
         self.programs: dict[str, _Program] = {}
         self.devices = lane_devices(spec.devices)
         self.compiles = 0
         self.batches = 0
 
-    def _sampler(self):
+    def _sampler_seed(self) -> int:
+        """`spec.seed` for the first worker of a new study (a fresh sweep is reproducible);
+        otherwise a seed mixed from it, this worker's join order and the trials so far, so a
+        resumed sweep or another worker on the same study does not replay the proposals
+        already made. Trial seeds (`seed_index`) do not depend on it."""
+        key = f"worker:{self.worker}"
+        if key not in self.study.user_attrs:
+            self.study.set_user_attr(key, time.time_ns())
+        joined = sorted((v, k) for k, v in self.study.user_attrs.items() if k.startswith("worker:"))
+        index = [k for _, k in joined].index(key)
+        count = len(self.study.get_trials(deepcopy=False))
+        if index == 0 and count == 0:
+            return self.spec.seed
+        return int(np.random.SeedSequence([self.spec.seed, index, count]).generate_state(1)[0])
+
+    def _sampler(self, seed: int):
         import optuna
 
         if self.spec.sampler == "random":
-            return optuna.samplers.RandomSampler(seed=self.spec.seed)
+            return optuna.samplers.RandomSampler(seed=seed)
         return optuna.samplers.TPESampler(
-            seed=self.spec.seed,
+            seed=seed,
             multivariate=True,
             constant_liar=True,
             n_startup_trials=min(10, self.spec.num_trials),
@@ -636,18 +735,19 @@ class Sweep:
             if t.user_attrs.get("worker") != self.worker:
                 continue
             self.study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
-            self.study.enqueue_trial(
-                t.params,
-                user_attrs={
-                    "seed_index": t.user_attrs.get("seed_index", t.number),
-                    "retry_of": t.number,
-                },
-            )
+            _requeue(self.study, t)
             n += 1
         return n
 
     def _ask(self) -> tuple[Any, dict[str, Any]]:
-        trial = self.study.ask(self.distributions)
+        import optuna
+
+        with warnings.catch_warnings():  # heartbeats outside Study.optimize are our own
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
+            optuna.storages.fail_stale_trials(self.study)  # a dead worker's: run them again
+            trial = self.study.ask(self.distributions)
+        self.storage.record_heartbeat(trial._trial_id)
         if "seed_index" not in trial.user_attrs:
             trial.set_user_attr("seed_index", trial.number)
         trial.set_user_attr("worker", self.worker)
@@ -776,6 +876,8 @@ class Sweep:
                         self.study.tell(t.trial, state=TrialState.PRUNED)
                         t.done = True
             live = [t for t in live if not t.done]
+            for t in live:  # still alive: other workers must not fail it as stale
+                self.storage.record_heartbeat(t.trial._trial_id)
             if not live:
                 break
             if _padded(len(live), spec.batch_size) * s < _num_lanes(state):

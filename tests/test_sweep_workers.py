@@ -1,0 +1,129 @@
+"""Sweeps never repeat work silently: resumes and extra workers propose new parameters;
+spec fields that name files, folders or databases are checked before anything is written."""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import os
+import time
+
+import pytest
+from optuna.trial import TrialState
+
+from jaxlearn import sweep
+from jaxlearn.config import ConfigError
+
+SPACE = {
+    "learning_rate": {"low": 1e-4, "high": 1e-2, "log": True},
+    "ent_coef": {"low": 0.0, "high": 0.05},
+}
+
+
+def _spec(**extra):
+    raw = {
+        "config": {"total_timesteps": 2048, "num_envs": 4, "num_steps": 64},
+        "space": SPACE,
+        "num_trials": 64,
+        **extra,
+    }
+    return sweep.spec_from_dict(raw)
+
+
+def _ask_and_finish(s: sweep.Sweep, n: int) -> list[tuple]:
+    """Ask `n` trials and complete them with a dummy value; their parameter sets."""
+    out = []
+    for _ in range(n):
+        trial, params = s._ask()
+        s.study.tell(trial, float(params["learning_rate"]))
+        out.append(tuple(sorted(params.items())))
+    return out
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "random"])
+def test_resume_proposes_new_parameters(tmp_path, sampler):
+    spec = _spec(sampler=sampler)
+    folder = sweep.new_sweep(spec, str(tmp_path / "sw"))
+    first = _ask_and_finish(sweep.Sweep(spec, folder), 4)
+    resumed = _ask_and_finish(sweep.Sweep(spec, folder), 4)  # a new process, same folder
+    assert len(set(first + resumed)) == 8
+
+
+def test_a_fresh_sweep_is_reproducible_from_its_seed(tmp_path):
+    spec = _spec(sampler="random", seed=7)
+    a = _ask_and_finish(sweep.Sweep(spec, sweep.new_sweep(spec, str(tmp_path / "a"))), 3)
+    b = _ask_and_finish(sweep.Sweep(spec, sweep.new_sweep(spec, str(tmp_path / "b"))), 3)
+    assert a == b
+
+
+def test_two_workers_on_one_study_propose_distinct_parameters(tmp_path):
+    db = f"sqlite:///{tmp_path / 'shared.db'}"
+    spec = _spec(storage=db, sampler="tpe")
+    w1 = sweep.Sweep(spec, sweep.new_sweep(spec, str(tmp_path / "w1")))
+    w2 = sweep.Sweep(spec, sweep.new_sweep(spec, str(tmp_path / "w2")))
+    got = []
+    for _ in range(3):  # interleaved, as two machines would
+        got += _ask_and_finish(w1, 2) + _ask_and_finish(w2, 2)
+    assert len(got) == 12 and len(set(got)) == 12
+    seeds = [t.user_attrs["seed_index"] for t in w1.study.get_trials()]
+    assert sorted(seeds) == list(range(12))  # trial seeds stay the trial numbers
+
+
+def _open_study(args):
+    spec_db, folder = args
+    spec = _spec(storage=spec_db)
+    s = sweep.Sweep(spec, sweep.new_sweep(spec, folder))
+    return len(s.study.get_trials())
+
+
+@pytest.mark.slow  # two fresh interpreters importing jax
+def test_two_sweeps_create_one_new_sqlite_study_together(tmp_path):
+    db = f"sqlite:///{tmp_path / 'new.db'}"
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(2) as pool:
+        counts = pool.map(_open_study, [(db, str(tmp_path / "a")), (db, str(tmp_path / "b"))])
+    assert counts == [0, 0]
+
+
+def test_stale_trials_of_a_dead_worker_run_again(tmp_path):
+    db = f"sqlite:///{tmp_path / 'shared.db'}"
+    spec = _spec(storage=db, sampler="random")
+    dead = sweep.Sweep(spec, sweep.new_sweep(spec, str(tmp_path / "dead")))
+    trial, params = dead._ask()  # left RUNNING: that worker never reports again
+    live = sweep.Sweep(spec, sweep.new_sweep(spec, str(tmp_path / "live")))
+    live.storage.grace_period = 0  # the dead worker's heartbeat is now stale
+    time.sleep(1.5)  # the database clock counts whole seconds
+    retry, retry_params = live._ask()
+    frozen = {t.number: t for t in live.study.get_trials()}
+    assert frozen[trial.number].state == TrialState.FAIL
+    assert retry_params == params and retry.user_attrs["retry_of"] == trial.number
+    assert retry.user_attrs["seed_index"] == trial.user_attrs["seed_index"]
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("name", "../../../tmp/x", "sweep.name="),
+        ("name", "a/b", "sweep.name="),
+        ("name", "", "sweep.name="),
+        ("storage", "notaurl://x", "sweep.storage="),
+        ("storage", 5, "sweep.storage="),
+    ],
+)
+def test_bad_names_and_storage_are_refused(field, value, message):
+    with pytest.raises(ConfigError, match=message):
+        _spec(**{field: value})
+
+
+@pytest.mark.parametrize("bound", [math.inf, -math.inf, math.nan, 1e39])
+def test_space_bounds_must_be_finite(bound):
+    space = {"learning_rate": {"low": 1e-4, "high": bound}}
+    with pytest.raises(ConfigError, match="space.learning_rate.high"):
+        sweep.spec_from_dict({"space": space})
+
+
+def test_refused_spec_writes_nothing(tmp_path):
+    os.chdir(tmp_path)
+    with pytest.raises(ConfigError):
+        _spec(name="../escape")
+    assert os.listdir(tmp_path) == []
