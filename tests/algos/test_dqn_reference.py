@@ -1,4 +1,4 @@
-"""Known-answer tests of DQN's wiring: one gradient step (`dqn.update`) and whole learner
+"""Known-answer tests of DQN's wiring: one gradient step (`dqn.train.update`) and whole learner
 updates (`make_learner(...).update`) against a plain NumPy re-implementation.
 
 The NumPy side computes the one-hidden-layer ReLU Q-network, its targets (plain and double),
@@ -19,6 +19,8 @@ from flax import struct
 
 from jaxlearn import spaces
 from jaxlearn.algos import dqn
+from jaxlearn.algos.dqn.nstep import Transition
+from jaxlearn.algos.dqn.train import make_optimizer, make_replay, update
 from jaxlearn.envs import registry
 
 # --------------------------------------------------------------------------------------------
@@ -218,7 +220,7 @@ def np_batch(transition):
 
 
 # --------------------------------------------------------------------------------------------
-# One gradient step: `dqn.update`
+# One gradient step: `dqn.train.update`
 
 OBS_DIM, NUM_ACTIONS, BATCH, GAMMA = 4, 3, 16, 0.9
 
@@ -233,7 +235,7 @@ def step_setup():
     obs = rng.normal(size=(BATCH, OBS_DIM)).astype(np.float32)
     params = net.init(jax.random.key(0), obs)
     target_params = net.init(jax.random.key(1), obs)
-    tx = dqn.make_optimizer(cfg)
+    tx = make_optimizer(cfg)
     opt_state = tx.init(params)
     mu = jax.tree.map(lambda x: 0.01 * rng.normal(size=x.shape).astype(np.float32), params)
     nu = jax.tree.map(lambda x: rng.uniform(1e-5, 1e-3, x.shape).astype(np.float32), params)
@@ -243,7 +245,7 @@ def step_setup():
     discount[:4] = [0.0, GAMMA, GAMMA**2, GAMMA**3]
     valid = np.ones(BATCH, bool)
     valid[[3, 10]] = False
-    batch = dqn.Transition(
+    batch = Transition(
         obs=jnp.asarray(obs),
         action=jnp.asarray(rng.integers(0, NUM_ACTIONS, BATCH), jnp.int32),
         reward=jnp.asarray(rng.normal(size=BATCH), jnp.float32),
@@ -291,7 +293,7 @@ def test_update_matches_numpy_step(step_setup, double, loss, clip):
 
     @jax.jit
     def step(params, target_params, opt_state, batch, weights, hparams):
-        return dqn.update(
+        return update(
             params,
             target_params,
             opt_state,
@@ -393,10 +395,10 @@ def learner_run(request):
     hparams = learner.hparams
     if cfg.prioritized:  # hparams are data: the rollout must use these, not the config's
         hparams = hparams.replace(gamma=jnp.float32(0.8))
-    update = jax.jit(learner.update)
+    learner_update = jax.jit(learner.update)
     states, metrics = [learner.init(jax.random.key(3), hparams)], []
     for _ in range(NUM_UPDATES):
-        state, m = update(states[-1], hparams)
+        state, m = learner_update(states[-1], hparams)
         states.append(state)
         metrics.append(m)
     return cfg, hparams, states, metrics
@@ -449,7 +451,7 @@ def test_learner_update_matches_numpy(learner_run):
     importance weights (N P)^-beta / max in the loss, new leaves (|td| + eps)^alpha, new items
     at max_priority^alpha, beta annealed per gradient step."""
     cfg, hparams, states, metrics = learner_run
-    buffer = dqn.make_replay(cfg)
+    buffer = make_replay(cfg)
     cap, per = cfg.buffer_size, cfg.prioritized
     num_leaves = 1 << (cap - 1).bit_length()
     learned = 0
