@@ -169,42 +169,87 @@ def test_running_mean_std_matches_numpy():
     np.testing.assert_allclose(rms.var, allx.var(0), rtol=1e-3, atol=1e-3)
 
 
+def cartpole_rollout(env, params, num_envs, num_steps):
+    """Reset with key 0, then `num_steps` jitted steps; the first half of the envs always
+    push left, the rest right (episodes end after ~10 steps). Returns (reset obs, reset
+    state, stacked `(obs, state, reward, terminated, truncated, info)`)."""
+    action = (jnp.arange(num_envs) >= num_envs // 2).astype(jnp.int32)
+
+    def run(key):
+        obs, state = env.reset(key, params)
+
+        def body(state, t):
+            out = env.step(jax.random.fold_in(key, t), state, action, params)
+            return out[1], out
+
+        return obs, state, jax.lax.scan(body, state, jnp.arange(num_steps))[1]
+
+    return jax.jit(run)(jax.random.key(0))
+
+
+def cartpole_obs(state):
+    """The raw CartPole observation held in a gymnax state: `[..., 4]`."""
+    return np.stack([state.x, state.x_dot, state.theta, state.theta_dot], -1)
+
+
+def pooled_moments(samples):
+    """Mean/var of `samples` [N, ...] with RunningMeanStd's prior (weight 1e-4, mean 0, var 1)."""
+    x = np.asarray(samples, np.float64)
+    total = 1e-4 + x.shape[0]
+    mean = x.sum(0) / total
+    return mean, (1e-4 + (x**2).sum(0)) / total - mean**2
+
+
 def test_normalize_observation_and_final_observation():
-    env, params = make_vec("CartPole-v1", 64)
+    env, params = make_vec("CartPole-v1", 16)
     env = NormalizeObservation(env)
-    obs, state = env.reset(jax.random.key(0), params)
-    step = jax.jit(env.step)
-    for i in range(200):
-        obs, state, r, term, trunc, info = step(
-            jax.random.key(i), state, jnp.full((64,), i % 2, jnp.int32), params
-        )
-    # After many steps, normalised observations are roughly centred and scaled.
-    assert np.all(np.abs(np.asarray(obs).mean(0)) < 1.5)
-    assert float(state.obs_stats.count) > 64 * 200
-    # final_observation went through the same transform as obs (equal where not done).
-    done = np.asarray(term | trunc)
-    fo = np.asarray(info["final_observation"])
-    np.testing.assert_allclose(fo[~done], np.asarray(obs)[~done], rtol=1e-6)
-    frozen = NormalizeObservation(make_vec("CartPole-v1", 4)[0], update=False)
-    _, fstate = frozen.reset(jax.random.key(0), params)
-    np.testing.assert_array_equal(fstate.obs_stats.mean, np.zeros(4))
+    out0, state0, (out, states, _, term, trunc, info) = cartpole_rollout(env, params, 16, 30)
+    # the raw observations, read from the inner gymnax state (under EpisodeStats)
+    raw0 = cartpole_obs(state0.env_state.env_state)
+    raw = cartpole_obs(states.env_state.env_state)  # [T, 16, 4], after any reset
+    done, term = np.asarray(term | trunc), np.asarray(term)
+    assert term.sum() > 16
+    mean, var = pooled_moments(raw0)
+    np.testing.assert_allclose(out0, (raw0 - mean) / np.sqrt(var + 1e-8), rtol=1e-4, atol=1e-4)
+    for t in range(30):
+        mean, var = pooled_moments(np.concatenate([raw0[None], raw[: t + 1]]).reshape(-1, 4))
+        np.testing.assert_allclose(states.obs_stats.mean[t], mean, rtol=1e-4, atol=1e-5)
+        scale = np.sqrt(var + 1e-8)
+        np.testing.assert_allclose(out[t], (raw[t] - mean) / scale, rtol=1e-3, atol=1e-3)
+        # final_observation went through the same transform: undone with the reference
+        # statistics it is the observation itself where the episode goes on, and the
+        # pre-reset one past CartPole's bounds (|x| > 2.4 or |theta| > 0.2095) where it ended
+        fo = np.asarray(info["final_observation"][t]) * scale + mean
+        np.testing.assert_allclose(fo[~done[t]], raw[t][~done[t]], rtol=1e-3, atol=1e-3)
+        ended = fo[term[t]]
+        assert np.all((np.abs(ended[:, 0]) > 2.4) | (np.abs(ended[:, 2]) > 0.2094))
+    # the pooled outputs of the second half are centred and scaled per dimension
+    late = np.asarray(out[15:]).reshape(-1, 4)
+    assert np.all(np.abs(late.mean(0)) < 0.3) and np.all(np.abs(late.std(0) - 1.0) < 0.3)
+    assert float(states.obs_stats.count[-1]) == np.float32(1e-4 + 16 * 31)
+    # (update=False, frozen statistics: tests/envs/test_wrappers_reference.py)
 
 
 def test_scale_and_clip_reward_leave_episode_return_unscaled():
     env, params = make_vec("CartPole-v1", 8)
-    env = ClipReward(ScaleReward(env, gamma=0.99), -0.05, 0.05)
-    obs, state = env.reset(jax.random.key(0), params)
-    step = jax.jit(env.step)
-    for i in range(60):
-        obs, state, r, term, trunc, info = step(
-            jax.random.key(i), state, jnp.zeros((8,), jnp.int32), params
-        )
-        assert np.all(np.abs(np.asarray(r)) <= 0.05 + 1e-7)
-    ended = np.asarray(info["episode_done"])
-    # CartPole pays 1 per step: raw episode returns are whole numbers, not scaled ones.
-    returns = np.asarray(state.env_state.episode_return)  # ScaleReward > EpisodeStats
-    assert np.all(returns == np.round(returns))
-    assert ended.shape == (8,)
+    low, high, gamma = -0.5, 0.5, 0.99
+    env = ClipReward(ScaleReward(env, gamma=gamma), low, high)
+    _, _, (_, _, r, term, trunc, info) = cartpole_rollout(env, params, 8, 60)
+    done = np.asarray(term | trunc)
+    # NumPy reference: CartPole pays 1 per step; ret = ret * gamma + 1, restarted after done;
+    # the reward is 1 / sqrt(var + eps) of every ret seen so far, then clipped
+    ret, seen, expected = np.zeros(8), [], np.zeros((60, 8))
+    for t in range(60):
+        ret = ret * gamma + 1.0
+        seen.extend(ret)
+        _, var = pooled_moments(seen)
+        expected[t] = np.clip(1.0 / np.sqrt(var + 1e-8), low, high)
+        ret = np.where(done[t], 0.0, ret)
+    np.testing.assert_allclose(r, expected, rtol=1e-3)
+    assert np.any(expected == high) and np.any(expected < 0.9 * high)  # the clip binds early only
+    # EpisodeStats sits below the scaling: the episode return is the raw one, 1 per step
+    np.testing.assert_array_equal(info["episode_return"], info["episode_length"])
+    assert done.sum() > 8 and np.all(np.asarray(info["episode_length"])[done] >= 8)
     with pytest.raises(ValueError, match="low"):
         ClipReward(env, 1.0, -1.0)
 
