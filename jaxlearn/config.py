@@ -91,18 +91,35 @@ def load_yaml(path: str, what: str = "--config") -> dict[str, Any]:
     return loaded
 
 
+INT32_MAX = 2**31 - 1  # integer fields become int32 device values
+MAX_ENV_STEPS = 2**30  # per seed: step counters (int32) then never pass 2**31
+
+
 def check_positive_int(obj: Any, *fields: str) -> None:
     for f in fields:
         v = getattr(obj, f)
-        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-            fail(type(obj).__name__, f, v, "must be a positive integer")
+        if isinstance(v, bool) or not isinstance(v, int) or not 0 < v <= INT32_MAX:
+            fail(type(obj).__name__, f, v, f"must be a positive integer, at most {INT32_MAX}")
 
 
 def check_nonnegative_int(obj: Any, *fields: str) -> None:
     for f in fields:
         v = getattr(obj, f)
-        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-            fail(type(obj).__name__, f, v, "must be an integer >= 0")
+        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= INT32_MAX:
+            fail(type(obj).__name__, f, v, f"must be an integer >= 0, at most {INT32_MAX}")
+
+
+def check_total_timesteps(obj: Any) -> None:
+    """`total_timesteps` (env steps per seed) small enough for int32 step counters."""
+    v = obj.total_timesteps
+    if isinstance(v, int) and v > MAX_ENV_STEPS:
+        fail(
+            type(obj).__name__,
+            "total_timesteps",
+            v,
+            f"must be <= {MAX_ENV_STEPS} (2**30) env steps per seed: step counters on the "
+            "device are int32; for more, train in several runs with --init-from",
+        )
 
 
 def check_range(

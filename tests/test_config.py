@@ -158,3 +158,16 @@ def test_train_script_rejects_duplicate_key_before_writing(tmp_path):
     assert proc.stderr.startswith("error: ") and f"{path}:2:1" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not out.exists()
+
+
+@pytest.mark.parametrize("algo", ["ppo", "dqn"])
+def test_total_timesteps_bounded_for_int32_counters(algo):
+    with pytest.raises(ConfigError, match=r"total_timesteps=1000000000000000 .*int32"):
+        resolve(algo=algo, total_timesteps="1e15")
+    _, cfg = resolve(algo=algo, total_timesteps=2**30)
+    assert cfg.total_timesteps == 2**30
+
+
+def test_integer_fields_fit_int32():
+    with pytest.raises(ConfigError, match=r"num_envs=4294967296 is invalid: .*at most 2147483647"):
+        resolve(num_envs=2**32)

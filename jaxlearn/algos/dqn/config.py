@@ -14,6 +14,7 @@ from jaxlearn.config import (
     check_nonnegative_int,
     check_positive_int,
     check_range,
+    check_total_timesteps,
     fail,
     hparams_from,
 )
@@ -105,6 +106,7 @@ class DQNConfig:
             "n_step",
             "rollout_unroll",
         )
+        check_total_timesteps(self)
         check_nonnegative_int(self, "learning_starts")
         if self.batch_size > self.buffer_size:
             fail(name, "batch_size", self.batch_size, f"must be <= buffer_size={self.buffer_size}")

@@ -12,6 +12,7 @@ from jaxlearn.config import (
     check_choice,
     check_positive_int,
     check_range,
+    check_total_timesteps,
     fail,
     hparams_from,
 )
@@ -74,6 +75,7 @@ class PPOConfig:
             "num_minibatches",
             "rollout_unroll",
         )
+        check_total_timesteps(self)
         batch = self.num_envs * self.num_steps
         if batch % self.num_minibatches:
             divisors = [d for d in range(1, min(batch, 64) + 1) if batch % d == 0]
