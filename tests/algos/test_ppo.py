@@ -73,12 +73,21 @@ def test_gae_truncation_bootstraps_and_termination_does_not():
 
 
 def _loss_numpy(logp_new, logp_old, adv, v_new, v_old, target, ent, clip, vf, ec):
+    """(total loss, {term: value}) of the clipped-surrogate PPO loss, in float64."""
     adv = (adv - adv.mean()) / (adv.std() + 1e-8)
     ratio = np.exp(logp_new - logp_old)
     pg = -np.mean(np.minimum(ratio * adv, np.clip(ratio, 1 - clip, 1 + clip) * adv))
     v_clip = v_old + np.clip(v_new - v_old, -clip, clip)
     vl = 0.5 * np.mean(np.maximum((v_new - target) ** 2, (v_clip - target) ** 2))
-    return pg + vf * vl - ec * ent.mean()
+    terms = dict(
+        policy=pg,
+        value=vl,
+        entropy=ent.mean(),
+        # KL(old || new) estimated per sample as r - 1 - log r (Schulman's k3)
+        approx_kl=np.mean(ratio - 1.0 - np.log(ratio)),
+        clip_fraction=np.mean(np.abs(ratio - 1.0) > clip),
+    )
+    return pg + vf * vl - ec * ent.mean(), terms
 
 
 def test_ppo_loss_matches_numpy():
@@ -87,10 +96,13 @@ def test_ppo_loss_matches_numpy():
     logits = rng.normal(size=(n, k)).astype(np.float32)
     action = rng.integers(0, k, size=n)
     v_new = rng.normal(size=n).astype(np.float32)
+    logp = np.asarray(D.categorical_log_prob(jnp.asarray(logits), jnp.asarray(action)))
+    # old log-probs spread around the new ones so that some ratios leave [0.8, 1.2]
+    old_logp = (logp + rng.normal(size=n) * 0.2).astype(np.float32)
     batch = PPOBatch(
         obs=jnp.asarray(logits),  # the "network" below reads logits straight from obs
         action=jnp.asarray(action),
-        log_prob=jnp.asarray(rng.normal(size=n).astype(np.float32) * 0.1 - 1.0),
+        log_prob=jnp.asarray(old_logp),
         value=jnp.asarray(rng.normal(size=n).astype(np.float32)),
         advantage=jnp.asarray(rng.normal(size=n).astype(np.float32)),
         target=jnp.asarray(rng.normal(size=n).astype(np.float32)),
@@ -102,9 +114,8 @@ def test_ppo_loss_matches_numpy():
     loss, info = ppo_loss(
         {"v": jnp.asarray(v_new)}, batch, lev, clip_eps=0.2, vf_coef=0.5, ent_coef=0.01
     )
-    logp = np.asarray(D.categorical_log_prob(jnp.asarray(logits), jnp.asarray(action)))
     ent = np.asarray(D.categorical_entropy(jnp.asarray(logits)))
-    ref = _loss_numpy(
+    ref, terms = _loss_numpy(
         logp,
         np.asarray(batch.log_prob),
         np.asarray(batch.advantage),
@@ -117,7 +128,10 @@ def test_ppo_loss_matches_numpy():
         0.01,
     )
     assert float(loss) == pytest.approx(ref, rel=1e-4)
-    assert 0.0 <= float(info.clip_fraction) <= 1.0 and float(info.approx_kl) >= 0.0
+    assert float(info.total) == pytest.approx(ref, rel=1e-4)
+    assert 0.1 < terms["clip_fraction"] < 0.9  # the batch exercises both sides of the clip
+    for name, value in terms.items():
+        assert float(getattr(info, name)) == pytest.approx(value, rel=1e-4, abs=1e-7), name
 
 
 def test_distributions_against_closed_forms():
@@ -198,11 +212,21 @@ def test_hparams_are_data_and_do_not_recompile():
     _, m2 = f(jax.random.key(0), hp.replace(learning_rate=jnp.float32(1e-2)))
     assert len(traces) == 1, "changing a hyperparameter value must not retrace"
     assert not np.allclose(m1["loss"], m2["loss"])
-    # A batch of 3 configurations in one vmapped call.
+    # A batch of 3 configurations in one vmapped call: lane i is the run with ent_coef[i].
+    ent_coefs = [0.0, 0.01, 0.1]
     hps = jax.tree.map(lambda x: jnp.stack([x, x, x]), hp)
-    hps = hps.replace(ent_coef=jnp.array([0.0, 0.01, 0.1]))
-    _, mb = jax.jit(jax.vmap(make_train(cfg)))(jax.random.split(jax.random.key(0), 3), hps)
+    hps = hps.replace(ent_coef=jnp.array(ent_coefs, jnp.float32))
+    keys = jax.random.split(jax.random.key(0), 3)
+    _, mb = jax.jit(jax.vmap(make_train(cfg)))(keys, hps)
     assert mb["entropy"].shape == (3, cfg.num_updates)
+    for i, c in enumerate(ent_coefs):
+        _, m = f(keys[i], hp.replace(ent_coef=jnp.float32(c)))
+        for name in ("loss", "entropy", "policy_loss", "value_loss", "grad_norm"):
+            np.testing.assert_allclose(mb[name][i], m[name], rtol=2e-5, atol=2e-6, err_msg=name)
+    assert len(traces) == 1
+    # Same key, different ent_coef: the coefficient reaches the loss.
+    _, m_same_key = f(keys[0], hp.replace(ent_coef=jnp.float32(ent_coefs[2])))
+    assert not np.allclose(mb["loss"][0], m_same_key["loss"])
 
 
 def test_continuous_actions_stay_in_bounds_with_tanh_squash():
