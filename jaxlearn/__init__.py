@@ -4,23 +4,45 @@ import jax, jaxlearn
 env, params = jaxlearn.make("CartPole-v1")
 train = jax.jit(jax.vmap(jaxlearn.ppo.make_train(jaxlearn.ppo.PPOConfig())))
 state, metrics = train(jax.random.split(jax.random.key(0), 8))
+
+`import jaxlearn` changes nothing in the process (no environment variables, no `jax.config`)
+and imports no submodule: `jaxlearn.ppo`, `jaxlearn.dqn`, `jaxlearn.buffers`, `jaxlearn.envs`,
+`jaxlearn.spaces`, ... load on first use. Programs that want jaxlearn's CPU backend settings
+call `jaxlearn.configure_cpu()` before their first computation (the scripts do).
 """
 
-from jaxlearn._runtime import configure_xla_cpu
+import importlib as _importlib
+import typing as _typing
 
-configure_xla_cpu()  # before any backend exists: avoids a CPU-backend hang (see _runtime.py)
-
-from jaxlearn import algos, distributions, envs, spaces  # noqa: E402
-from jaxlearn.algos import ppo  # noqa: E402
-from jaxlearn.algos.base import Learner  # noqa: E402
-from jaxlearn.envs import make, make_vec, register, registered_envs  # noqa: E402
+from jaxlearn._runtime import configure_cpu
 
 __version__ = "0.1.0"
+
+# Public name -> module that defines it (a module itself when the two are the same).
+_SUBMODULES = {
+    "algos": "jaxlearn.algos",
+    "buffers": "jaxlearn.buffers",
+    "distributions": "jaxlearn.distributions",
+    "dqn": "jaxlearn.algos.dqn",
+    "envs": "jaxlearn.envs",
+    "ppo": "jaxlearn.algos.ppo",
+    "spaces": "jaxlearn.spaces",
+}
+_ATTRIBUTES = {
+    "Learner": "jaxlearn.algos.base",
+    "make": "jaxlearn.envs",
+    "make_vec": "jaxlearn.envs",
+    "register": "jaxlearn.envs",
+    "registered_envs": "jaxlearn.envs",
+}
 
 __all__ = [
     "Learner",
     "algos",
+    "buffers",
+    "configure_cpu",
     "distributions",
+    "dqn",
     "envs",
     "make",
     "make_vec",
@@ -29,3 +51,25 @@ __all__ = [
     "registered_envs",
     "spaces",
 ]
+
+if _typing.TYPE_CHECKING:  # static tools see the lazy names
+    from jaxlearn import algos, buffers, distributions, envs, spaces
+    from jaxlearn.algos import dqn, ppo
+    from jaxlearn.algos.base import Learner
+    from jaxlearn.envs import make, make_vec, register, registered_envs
+
+
+def __getattr__(name: str) -> object:
+    """Import a public submodule or name on first access (PEP 562), then cache it."""
+    if name in _SUBMODULES:
+        value = _importlib.import_module(_SUBMODULES[name])
+    elif name in _ATTRIBUTES:
+        value = getattr(_importlib.import_module(_ATTRIBUTES[name]), name)
+    else:
+        raise AttributeError(f"module 'jaxlearn' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

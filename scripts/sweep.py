@@ -1,100 +1,12 @@
 #!/usr/bin/env python
-"""Hyperparameter sweep: Optuna asks for a batch of trials, jaxlearn trains them in one call.
+"""Hyperparameter sweep: `python scripts/sweep.py [...]`, the same command as `jaxlearn-sweep`.
 
-    python scripts/sweep.py experiments/sweeps/ppo_cartpole.yaml
-    python scripts/sweep.py SPEC.yaml --out sweeps/lr --num-trials 64 --batch-size 16
-    python scripts/sweep.py SPEC.yaml --storage postgresql://user@host/db --study-name nav
-    python scripts/sweep.py --resume sweeps/lr               # after an interruption
-    python scripts/sweep.py --resume sweeps/lr --export-best experiments/ppo_best.yaml
-
-Writes into the sweep folder: sweep.yaml (the resolved spec), study.db (unless --storage),
-results.csv, objective.png, best_config.yaml (ready for train.py --config) and
-summary.json. Progress goes to stderr; the summary JSON to stdout. Exit 2: bad input.
+The code and flags (`--help`) are in jaxlearn/cli/sweep.py.
 """
 
-from __future__ import annotations
-
-import argparse
-import json
-import os
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
-SPEC_FLAGS = (
-    "num_trials",
-    "batch_size",
-    "seeds_per_trial",
-    "storage",
-    "study_name",
-    "seed",
-    "devices",
-)
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description="Batched Optuna sweep: trials of one batch train in one vmapped call."
-    )
-    p.add_argument("spec", nargs="?", help="sweep spec YAML (see experiments/sweeps/)")
-    p.add_argument("--out", metavar="DIR", help="sweep folder to create (must not exist)")
-    p.add_argument("--resume", metavar="DIR", help="continue this sweep folder")
-    p.add_argument("--num-trials", type=int, help="trials in the study (over all batches)")
-    p.add_argument("--batch-size", type=int, help="trials trained together in one call")
-    p.add_argument("--seeds-per-trial", type=int, help="seeds averaged per trial")
-    p.add_argument("--storage", metavar="URL", help="Optuna RDB URL (default sqlite in DIR)")
-    p.add_argument("--study-name", help="study name in the storage (default jaxlearn)")
-    p.add_argument("--seed", type=int, help="sampler and trial-key seed")
-    p.add_argument(
-        "--devices",
-        help="local devices the batch's lanes are split over: auto or all (every one, "
-        "default), or a count",
-    )
-    p.add_argument(
-        "--export-best",
-        metavar="PATH",
-        help="also write the best config to PATH (e.g. experiments/x.yaml); never overwrites",
-    )
-    return p.parse_args(argv)
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    from jaxlearn import sweep
-
-    if args.export_best and os.path.exists(args.export_best):
-        print(f"error: --export-best {args.export_best!r} already exists", file=sys.stderr)
-        return 2
-    try:
-        if args.resume is not None:
-            given = [
-                f"--{k.replace('_', '-')}"
-                for k in ("spec", "out", *SPEC_FLAGS)
-                if getattr(args, k) is not None
-            ]
-            if given:
-                raise ValueError(
-                    f"--resume takes no {', '.join(given)}: a resumed sweep keeps its spec"
-                )
-            summary = sweep.resume(args.resume)
-        else:
-            if args.spec is None:
-                raise ValueError("give a sweep spec YAML, or --resume DIR")
-            overrides = {k: getattr(args, k) for k in SPEC_FLAGS if getattr(args, k) is not None}
-            spec = sweep.load_spec(args.spec, overrides)
-            summary = sweep.run(spec, args.out)
-    except (ValueError, FileExistsError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    if args.export_best:
-        try:
-            summary["exported"] = sweep.export_best(summary["folder"], args.export_best)
-        except (ValueError, FileExistsError) as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-    print(json.dumps(summary, default=str))
-    return 0
-
+from jaxlearn.cli.sweep import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -8,4 +8,12 @@ ALGOS = {
     "dqn": (dqn.DQNConfig, dqn.make_learner),
 }
 
-__all__ = ["ALGOS", "EPISODE_METRICS", "Learner", "make_train_fn", "ppo", "scan_updates"]
+__all__ = [
+    "ALGOS",
+    "EPISODE_METRICS",
+    "Learner",
+    "dqn",
+    "make_train_fn",
+    "ppo",
+    "scan_updates",
+]
