@@ -45,6 +45,26 @@ def reference_episode(act, env, env_params, key, num_episodes, i, max_steps):
     return ret, max_steps, False
 
 
+def expected_summary(s, out):
+    """`summarize(out)` against plain Python over every episode (any leading axes)."""
+    flat = {k: [float(x) for x in np.asarray(v).ravel()] for k, v in out.items()}
+    r = flat["returns"]
+    mean = sum(r) / len(r)
+    expected = {
+        "return_mean": mean,
+        "return_std": (sum((x - mean) ** 2 for x in r) / len(r)) ** 0.5,
+        "length_mean": sum(flat["lengths"]) / len(r),
+        "episodes": len(r),
+        "finished": sum(1 for x in flat["done"] if x),
+    }
+    for k, v in flat.items():
+        if k not in ("returns", "lengths", "done"):
+            expected[f"{k}_mean"] = sum(v) / len(v)
+    assert set(s) == set(expected)
+    for k, v in expected.items():
+        np.testing.assert_allclose(s[k], v, rtol=1e-5, atol=1e-6, err_msg=k)
+
+
 def test_matches_python_loop(cartpole):
     env, env_params = cartpole
     key, n = jax.random.key(3), 4
@@ -95,6 +115,7 @@ def test_vmap_over_keys(cartpole):
     for k in single:
         np.testing.assert_array_equal(out[k][1], single[k])
     s = summarize(out)
+    expected_summary(s, out)
     assert s["episodes"] == 12
 
 
@@ -117,9 +138,9 @@ def test_task_env_metrics():
 
     s = summarize(out)
     json.dumps(s)
-    assert {"return_mean", "return_std", "length_mean", "episodes", "finished"} <= set(s)
-    assert "success_mean" in s and s["episodes"] == n
-    assert s["finished"] == int(np.sum(out["done"]))
+    expected_summary(s, out)
+    assert {"success_mean", "collisions_mean", *(f"{c}_mean" for c in comps)} <= set(s)
+    assert s["episodes"] == n
 
 
 def test_bad_args(cartpole):
