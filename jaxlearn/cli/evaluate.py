@@ -46,8 +46,8 @@ def _int_at_least(flag: str, value: str, minimum: int) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Exit status: 0 done, 2 bad input or checkpoint."""
-    configure_cpu()
     args = parse_args(argv)
+    configure_cpu()  # before any computation; after parsing, so --help stays quick
     log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
     try:
         episodes = _int_at_least("--episodes", args.episodes, 1)

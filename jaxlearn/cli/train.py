@@ -99,8 +99,8 @@ def _initialize_distributed(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Exit status: 0 done, 2 bad input (nothing written), 3 the run diverged."""
-    configure_cpu()
     args = parse_args(argv)
+    configure_cpu()  # before any computation; after parsing, so --help stays quick
     dist_flags = ("distributed", "coordinator_address", "num_processes", "process_id")
     if args.distributed:
         try:
