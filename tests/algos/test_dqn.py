@@ -175,6 +175,19 @@ def test_epsilon_greedy_is_greedy_at_zero_and_uniform_at_one():
     np.testing.assert_array_equal(mixed[::2], np.argmax(q, axis=-1)[::2])
 
 
+def np_q_network(params, obs):
+    """NumPy ReLU MLP of `QNetwork`'s parameters on observations flattened to [B, -1]."""
+    layers = params["params"]
+    x = np.asarray(obs, np.float64).reshape(len(obs), -1)
+    for i in range(len(layers)):
+        x = x @ np.asarray(layers[f"Dense_{i}"]["kernel"]) + np.asarray(
+            layers[f"Dense_{i}"]["bias"]
+        )
+        if i < len(layers) - 1:
+            x = np.maximum(x, 0.0)
+    return x
+
+
 def test_select_action_takes_argmax_of_network():
     cfg = tiny_config()
     env, env_params = dqn_env(cfg)
@@ -183,17 +196,25 @@ def test_select_action_takes_argmax_of_network():
     params = agent.network.init(jax.random.key(1), obs)
     q = agent.q_values(params, obs)
     assert q.shape == (16, 2)
+    assert [k for k in params["params"]] == ["Dense_0", "Dense_1"]  # hidden_sizes=(16,)
+    np.testing.assert_allclose(q, np_q_network(params, obs), rtol=1e-5, atol=1e-6)
     a = jax.jit(agent.select_action)(jax.random.key(2), params, obs, 0.0)
     np.testing.assert_array_equal(a, np.argmax(q, axis=-1))
     np.testing.assert_array_equal(agent.greedy_action(params, obs), a)
 
 
 def test_q_network_flattens_any_observation_rank():
-    net = dqn.QNetwork(action_dim=3, obs_ndim=3, hidden_sizes=(8,))
-    obs = jnp.ones((5, 10, 10, 4))
-    params = net.init(jax.random.key(0), obs)
-    assert net.apply(params, obs).shape == (5, 3)
-    assert net.apply(params, jnp.ones((2, 5, 10, 10, 4))).shape == (2, 5, 3)
+    net = dqn.QNetwork(action_dim=3, obs_ndim=3, hidden_sizes=(8, 6))
+    obs = jax.random.normal(jax.random.key(1), (2, 5, 10, 10, 4))
+    params = net.init(jax.random.key(0), obs[0])
+    q = net.apply(params, obs[0])
+    assert q.shape == (5, 3)
+    # the trailing obs_ndim axes are flattened row-major, then a ReLU MLP
+    np.testing.assert_allclose(q, np_q_network(params, obs[0]), rtol=1e-5, atol=1e-5)
+    q2 = net.apply(params, obs)  # extra leading axes are batch axes
+    assert q2.shape == (2, 5, 3)
+    expected = np_q_network(params, obs.reshape(10, 10, 10, 4)).reshape(2, 5, 3)
+    np.testing.assert_allclose(q2, expected, rtol=1e-5, atol=1e-5)
 
 
 # --------------------------------------------------------------------------------------------
@@ -236,8 +257,8 @@ def dqn_env(cfg):
         ({"train_frequency": 20_000}, r"train_frequency=20000 .* <= buffer_size=10000"),
         ({"loss": "l1"}, r"loss='l1' is invalid: must be one of \['huber', 'mse'\]"),
         ({"epsilon_schedule": "cosine"}, r"epsilon_schedule='cosine' .* one of"),
-        ({"gamma": 1.5}, r"gamma=1.5 is invalid: must be in \[0.0, 1.0\]"),
-        ({"tau": 0.0}, r"tau=0.0 is invalid: must be in \(0.0, 1.0\]"),
+        ({"gamma": 1.5}, r"gamma=1.5 is invalid: must be a finite number in \[0.0, 1.0\]"),
+        ({"tau": 0.0}, r"tau=0.0 is invalid: must be a finite number in \(0.0, 1.0\]"),
         ({"hidden_sizes": ()}, r"hidden_sizes=\(\) is invalid"),
         ({"total_timesteps": 5}, r"total_timesteps=5 .* >= train_frequency=10"),
         ({"prioritized": "yes"}, r"prioritized='yes' is invalid: must be a bool"),
@@ -266,7 +287,10 @@ def test_registered_and_shipped_configs_load():
 @pytest.fixture(scope="module")
 def tiny_runs():
     """One compiled vmapped run over 2 seeds, and the same seeds run one by one."""
-    cfg = tiny_config(prioritized=True, n_step=3, double_dqn=True, loss="huber")
+    # target every 96 // 4 = 24 updates: the last copy is after update 479, 20 before the end
+    cfg = tiny_config(
+        prioritized=True, n_step=3, double_dqn=True, loss="huber", target_update_period=96
+    )
     train = dqn.make_train(cfg)
     keys = jax.random.split(jax.random.key(7), 2)
     batched = jax.jit(jax.vmap(train))(keys)
@@ -304,13 +328,34 @@ def test_run_masks_learning_and_updates_target_on_schedule(tiny_runs):
         "td_abs_mean",
     }
     assert np.all(np.isfinite(np.asarray(metrics["loss"])))
-    # 500 updates, target every 25 updates: the last update (index 499) copied the target.
-    leaves = zip(jax.tree.leaves(state.params), jax.tree.leaves(state.target_params), strict=True)
-    for p, t in leaves:
-        np.testing.assert_array_equal(p, t)
+    # 500 updates, target every 24: the last copy was after update 479, and the 20 learning
+    # updates since moved the online net away from it (a target copied every update would
+    # equal it); and it was copied at all (it is not the initial network). The exact
+    # schedule and Polyak amount: test_target_frozen_between_copies_then_polyak_on_schedule.
+    learner = dqn.make_learner(cfg)
+    init = learner.init(jax.random.split(jax.random.key(7), 2)[0], learner.hparams)
+    for i in range(2):
+        online = [np.asarray(x[i]) for x in jax.tree.leaves(state.params)]
+        target = [np.asarray(x[i]) for x in jax.tree.leaves(state.target_params)]
+        first_net = [np.asarray(x) for x in jax.tree.leaves(init.params)]
+        assert max(np.abs(t - p).max() for t, p in zip(target, online, strict=True)) > 1e-4
+        if i == 0:
+            assert max(np.abs(t - p).max() for t, p in zip(target, first_net, strict=True)) > 1e-4
     # Prioritized replay: one priority update per gradient step after learning starts.
     np.testing.assert_array_equal(state.buffer.beta_step, cfg.num_updates - first)
-    assert np.all(np.asarray(state.buffer.max_priority) > 1.0)
+    # Leaves hold (|td| + eps)^alpha of the last time each item was replayed (or the max
+    # priority^alpha it was added with): many distinct values, none above max_priority^alpha.
+    # Priorities of 1 instead of |td| would leave only 1, (1 + eps)^alpha and eps^alpha.
+    cap = cfg.buffer_size
+    num_leaves = 1 << (cap - 1).bit_length()
+    for i in range(2):
+        leaves = np.asarray(state.buffer.tree[i, num_leaves : num_leaves + cap])
+        max_priority = float(state.buffer.max_priority[i])
+        assert max_priority > 1.5  # |td| > 1 happened: CartPole's 3-step returns are near 3
+        assert np.all(leaves <= max_priority**cfg.per_alpha * (1 + 1e-6))
+        assert len(np.unique(leaves)) > cap // 2, np.unique(leaves)
+        tree = np.asarray(state.buffer.tree[i])
+        np.testing.assert_allclose(tree[1], leaves.sum(dtype=np.float64), rtol=1e-4)
 
 
 def test_learner_reports_linear_epsilon(tiny_runs):
@@ -319,6 +364,21 @@ def test_learner_reports_linear_epsilon(tiny_runs):
     t = 4 * np.arange(cfg.num_updates) + 2
     expected = np.maximum(1.0 - 0.95 * t / (0.5 * cfg.total_timesteps), 0.05)
     np.testing.assert_allclose(metrics["epsilon"][0], expected, rtol=1e-5)
+
+
+def other_hparams():
+    """Hyperparameters of the second `hparams_runs` run: Polyak targets every 10 updates."""
+    return dqn.DQNHParams(
+        learning_rate=jnp.float32(1e-3),
+        gamma=jnp.float32(0.9),
+        tau=jnp.float32(0.5),
+        max_grad_norm=jnp.float32(1.0),
+        epsilon_start=jnp.float32(0.5),
+        epsilon_end=jnp.float32(0.1),
+        exploration_fraction=jnp.float32(0.2),
+        epsilon_decay=jnp.float32(0.99),
+        target_update_period=jnp.float32(40.0),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -339,23 +399,13 @@ def hparams_runs():
 
         def step(state, _):
             state, metrics = learner.update(state, hparams)
-            return state, (metrics, state.params)
+            return state, (metrics, state.params, state.target_params)
 
         state = learner.init(key, hparams)
-        state, (metrics, params_history) = jax.lax.scan(step, state, None, 40)
-        return state, params_history, metrics
+        state, (metrics, params_history, target_history) = jax.lax.scan(step, state, None, 40)
+        return state, params_history, target_history, metrics
 
-    other = dqn.DQNHParams(
-        learning_rate=jnp.float32(1e-3),
-        gamma=jnp.float32(0.9),
-        tau=jnp.float32(0.5),
-        max_grad_norm=jnp.float32(1.0),
-        epsilon_start=jnp.float32(0.5),
-        epsilon_end=jnp.float32(0.1),
-        exploration_fraction=jnp.float32(0.2),
-        epsilon_decay=jnp.float32(0.99),
-        target_update_period=jnp.float32(200.0),
-    )
+    other = other_hparams()
     jitted = jax.jit(train)
     runs = [jitted(jax.random.key(0), hp) for hp in (cfg.hparams(), other)]
     num_traces = len(traces)
@@ -365,9 +415,9 @@ def hparams_runs():
 
 
 def test_hparams_as_data_compile_once(hparams_runs):
-    cfg, learner, runs, num_traces, (_, _, batched) = hparams_runs
+    cfg, learner, runs, num_traces, (*_, batched) = hparams_runs
     assert num_traces == 1
-    (_, _, m1), (_, _, m2) = runs
+    (*_, m1), (*_, m2) = runs
     assert float(m1["epsilon"][0]) != float(m2["epsilon"][0])
     # A batch of hyperparameters runs in one vmapped call, like the separate calls.
     for k in ("epsilon", "episode_count", "learning"):
@@ -377,7 +427,7 @@ def test_hparams_as_data_compile_once(hparams_runs):
 def test_params_frozen_until_learning_starts(hparams_runs):
     cfg, learner, runs, _, _ = hparams_runs
     init_params = learner.init(jax.random.key(0), learner.hparams).params
-    state, params_history, metrics = runs[0]
+    state, params_history, _, metrics = runs[0]
     frozen = jax.tree.map(lambda x: x[7], params_history)  # after update 7
     assert cfg.first_learning_update == 8
     np.testing.assert_array_equal(metrics["learning"], [0.0] * 8 + [1.0] * 32)
@@ -389,7 +439,7 @@ def test_params_frozen_until_learning_starts(hparams_runs):
 
 def test_learner_reports_exponential_epsilon(hparams_runs):
     _, _, runs, _, _ = hparams_runs
-    _, _, metrics = runs[0]
+    *_, metrics = runs[0]
     episodes = np.cumsum(np.asarray(metrics["episode_count"]))
     eps = np.asarray(metrics["epsilon"])
     assert episodes[-1] >= 2 and eps[-1] < eps[0]
@@ -398,3 +448,34 @@ def test_learner_reports_exponential_epsilon(hparams_runs):
     before = np.concatenate([[0], episodes[:-1]])
     assert np.all(eps <= np.maximum(0.05, 0.9**before) + 1e-6)
     assert np.all(eps >= np.maximum(0.05, 0.9**episodes) - 1e-6)
+
+
+def test_target_frozen_between_copies_then_polyak_on_schedule(hparams_runs):
+    """After update u the target is `tau * online + (1 - tau) * target` when (u + 1) is a
+    multiple of target_update_period / train_frequency (hparams as data: 25 updates with
+    tau 1, 10 updates with tau 0.5), and unchanged after every other update."""
+    cfg, learner, runs, _, _ = hparams_runs
+    init = learner.init(jax.random.key(0), learner.hparams).params
+    for (_, params_history, target_history, _), hp in zip(
+        runs, (cfg.hparams(), other_hparams()), strict=True
+    ):
+        every = int(hp.target_update_period) // cfg.train_frequency
+        tau = float(hp.tau)
+        expected = [np.asarray(x, np.float64) for x in jax.tree.leaves(init)]
+        copies = 0
+        for u in range(40):
+            online = [np.asarray(x[u], np.float64) for x in jax.tree.leaves(params_history)]
+            if (u + 1) % every == 0:
+                copies += 1
+                expected = [tau * p + (1 - tau) * t for p, t in zip(online, expected, strict=True)]
+            got = [np.asarray(x[u]) for x in jax.tree.leaves(target_history)]
+            for g, e in zip(got, expected, strict=True):
+                np.testing.assert_allclose(g, e, rtol=1e-6, atol=1e-7, err_msg=f"update {u}")
+        assert copies == 40 // every
+        # the online net moved after the last copy, so a target copied every update fails
+        last_copy = 40 // every * every - 1
+        moved = [
+            np.abs(np.asarray(x[39]) - np.asarray(x[last_copy])).max()
+            for x in jax.tree.leaves(params_history)
+        ]
+        assert last_copy == 39 or max(moved) > 1e-5
