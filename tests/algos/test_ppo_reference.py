@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from flax import struct
 from gymnax.environments import environment, spaces
 
 from jaxlearn.algos.ppo import Policy, PPOBatch, PPOConfig, learn, make_learner
@@ -171,9 +172,7 @@ def _epoch_perms(key):
     return [np.asarray(jax.random.permutation(k, N)) for k in jax.random.split(key, EPOCHS)]
 
 
-@pytest.mark.parametrize(
-    "normalize,clip_value", [(True, True), (False, False), (True, False), (False, True)]
-)
+@pytest.mark.parametrize("normalize,clip_value", [(True, True), (False, False), (True, False)])
 def test_learn_matches_numpy_update(normalize, clip_value):
     params, batch = _problem()
     cfg = _config(normalize, clip_value)
@@ -230,33 +229,38 @@ def test_numpy_reference_tells_each_wiring_choice_apart():
 # ---------------------------------------------------------------------------------------
 # `make_learner(config).update` on a deterministic env: GAE inputs known exactly
 
-EPISODE = 3  # steps per episode
+TRUNC_AT, TERM_AT = 3, 2  # even episodes hit the time limit, odd ones terminate
+
+
+@struct.dataclass
+class CounterState:
+    time: jax.Array  # steps into the current episode
+    episode: jax.Array  # episodes finished since reset
 
 
 class Counter(environment.Environment):
-    """Time is the whole state: obs and reward depend only on the step count, never on the
-    action. Episodes end after `EPISODE` steps, by termination or by the time limit."""
-
-    def __init__(self, terminate: bool):
-        super().__init__()
-        self.terminate = terminate
+    """Obs and reward depend only on the step count, never on the action. Episodes
+    alternate: even ones are truncated after TRUNC_AT steps, odd ones terminate after
+    TERM_AT. The env resets itself, reporting the pre-reset obs as `final_observation`."""
 
     @property
     def default_params(self):
-        return environment.EnvParams(max_steps_in_episode=100 if self.terminate else EPISODE)
+        return environment.EnvParams(max_steps_in_episode=TRUNC_AT)
 
-    def step_env(self, key, state, action, params):
-        new = environment.EnvState(time=state.time + 1)
-        terminated = jnp.logical_and(self.terminate, new.time >= EPISODE)
-        reward = 1.0 + 0.5 * state.time
-        return self.get_obs(new), new, jnp.float32(reward), terminated, {}
+    def reset(self, key, params=None):
+        state = CounterState(jnp.int32(0), jnp.int32(0))
+        return _counter_obs(state.time, jnp), state
 
-    def reset_env(self, key, params):
-        state = environment.EnvState(time=0)
-        return self.get_obs(state), state
-
-    def get_obs(self, state, params=None, key=None):
-        return _counter_obs(state.time, jnp)
+    def step(self, key, state, action, params=None):
+        t = state.time + 1
+        odd = state.episode % 2 == 1
+        terminated = odd & (t >= TERM_AT)
+        truncated = ~odd & (t >= TRUNC_AT)
+        done = terminated | truncated
+        new = CounterState(jnp.where(done, 0, t), state.episode + done.astype(jnp.int32))
+        reward = 1.0 + 0.5 * state.time.astype(jnp.float32)
+        info = {"final_observation": _counter_obs(t, jnp)}
+        return _counter_obs(new.time, jnp), new, reward, terminated, truncated, info
 
     def action_space(self, params=None):
         return spaces.Discrete(2)
@@ -270,12 +274,25 @@ def _counter_obs(t, xp):
     return xp.stack([t / 2.0, (t - 1.0) ** 2 / 4.0, xp.cos(t)], axis=-1)
 
 
+def _counter_rollout(num_steps):
+    """Step times, and which steps were truncated / terminated, of every env's rollout."""
+    times, trunc, term = [], [], []
+    t, episode = 0, 0
+    for _ in range(num_steps):
+        times.append(t)
+        t += 1
+        trunc.append(episode % 2 == 0 and t == TRUNC_AT)
+        term.append(episode % 2 == 1 and t == TERM_AT)
+        if trunc[-1] or term[-1]:
+            t, episode = 0, episode + 1
+    return np.array(times), np.array(trunc), np.array(term)
+
+
 def _critic_numpy(params, obs):
     """V(obs) of the ActorCritic's critic: tanh MLP then a linear head, in float64."""
     p = params["params"]
     x = np.asarray(obs, np.float64)
-    layers = sorted(p["critic_torso"])
-    for name in layers:
+    for name in sorted(p["critic_torso"]):
         layer = p["critic_torso"][name]
         x = np.tanh(x @ np.asarray(layer["kernel"], np.float64) + np.asarray(layer["bias"]))
     head = p["value_head"]
@@ -293,12 +310,11 @@ def _gae_numpy(rewards, values, next_values, terminated, done, gamma, lam):
 
 
 @functools.cache
-def _counter_learner(terminate):
+def _counter_learner():
     """(config, learner, jitted update) on the counter env, compiled once per module."""
-    name = f"PPORefCounter-{'term' if terminate else 'trunc'}-v0"
-    registry.register(name, lambda: Counter(terminate), overwrite=True)
+    registry.register("PPORefCounter-v0", lambda: Counter(), overwrite=True)
     cfg = PPOConfig(
-        env=name,
+        env="PPORefCounter-v0",
         num_envs=2,
         num_steps=8,
         total_timesteps=2 * 8 * 4,
@@ -314,44 +330,50 @@ def _counter_learner(terminate):
     return cfg, learner, jax.jit(learner.update)
 
 
-def _counter_advantages(params, cfg, terminate, bootstrap_from="final_obs"):
-    """NumPy GAE of one rollout of the counter env (same for every env: actions do not
-    matter). A step that ends an episode at time EPISODE bootstraps from V(obs(EPISODE)),
-    the observation before the auto-reset, unless it terminated."""
-    times = np.arange(cfg.num_steps) % EPISODE
-    ends = times + 1 == EPISODE
+def _counter_advantages(params, cfg, bootstrap_from="final_obs"):
+    """NumPy GAE of the counter env's rollout (the same in every env: actions do not
+    matter). A truncated step bootstraps from V of the observation before the auto-reset;
+    a terminated step does not bootstrap."""
+    times, trunc, term = _counter_rollout(cfg.num_steps)
+    done = trunc | term
     values = _critic_numpy(params, _counter_obs(times, np))
     next_t = times + 1
     if bootstrap_from == "reset_obs":  # what the next rollout step sees
-        next_t = np.where(ends, 0, next_t)
+        next_t = np.where(done, 0, next_t)
     next_values = _critic_numpy(params, _counter_obs(next_t, np))
     rewards = 1.0 + 0.5 * times
-    terminated = ends & terminate
-    return _gae_numpy(rewards, values, next_values, terminated, ends, cfg.gamma, cfg.gae_lambda)
+    return _gae_numpy(rewards, values, next_values, term, done, cfg.gamma, cfg.gae_lambda)
 
 
-@pytest.mark.parametrize("terminate", [False, True], ids=["truncated", "terminated"])
-def test_update_bootstraps_from_final_obs(terminate):
+def test_update_bootstraps_from_final_obs():
     """With one epoch of one minibatch, the loss is evaluated at the rollout's own params
     (ratio 1, V = V_old), so value_loss = mean(adv**2) / 2 and, with raw advantages,
     policy_loss = -mean(adv): two moments of the GAE advantages the update used."""
-    cfg, learner, update = _counter_learner(terminate)
+    cfg, learner, update = _counter_learner()
     state = learner.init(jax.random.key(0), learner.hparams)
     _, metrics = update(state, learner.hparams)
-    adv = _counter_advantages(state.params, cfg, terminate)
-    assert float(metrics["episode_count"]) == cfg.num_envs * (cfg.num_steps // EPISODE)
+    adv = _counter_advantages(state.params, cfg)
+    times, trunc, term = _counter_rollout(cfg.num_steps)
+    assert trunc.sum() == 2 and term.sum() == 1
+    assert float(metrics["episode_count"]) == cfg.num_envs * 3
     assert float(metrics["value_loss"]) == pytest.approx(0.5 * np.mean(adv**2), rel=1e-4)
     assert float(metrics["policy_loss"]) == pytest.approx(-np.mean(adv), rel=1e-4)
-    if not terminate:  # bootstrapping from the reset observation must give another answer
-        wrong = _counter_advantages(state.params, cfg, terminate, "reset_obs")
-        assert abs(np.mean(wrong**2) - np.mean(adv**2)) > 1e-2
+    # Bootstrapping from the reset observation, or not at all, gives another answer.
+    wrong = _counter_advantages(state.params, cfg, "reset_obs")
+    assert abs(np.mean(wrong**2) - np.mean(adv**2)) > 1e-2
+    values = _critic_numpy(state.params, _counter_obs(times, np))
+    ends = trunc | term
+    no_boot = _gae_numpy(
+        1.0 + 0.5 * times, values, 0 * values, ends, ends, cfg.gamma, cfg.gae_lambda
+    )
+    assert abs(np.mean(no_boot**2) - np.mean(adv**2)) > 1e-2
 
 
 def test_learning_rate_anneals_linearly_and_reaches_the_step():
     """One Adam step from the same state and rollout at update_step k moves the params by
     (1 - k / num_updates) times the move at k = 0; Adam's first step is ~lr * sign(grad),
     so the largest move is the learning rate itself."""
-    cfg, learner, update = _counter_learner(False)
+    cfg, learner, update = _counter_learner()
     lr = 0.01
     hparams = learner.hparams.replace(learning_rate=jnp.float32(lr))
     state = learner.init(jax.random.key(1), hparams)
@@ -371,15 +393,14 @@ def test_learning_rate_anneals_linearly_and_reaches_the_step():
 
 def test_counter_env_rollout_is_what_the_reference_assumes():
     """The reference above replays the counter env by hand; check that replay once."""
-    for terminate in (False, True):
-        env = Counter(terminate)
-        params = env.default_params
-        obs, st = env.reset(jax.random.key(0), params)
-        for step in range(2 * EPISODE):
-            t = step % EPISODE
-            np.testing.assert_allclose(obs, _counter_obs(t, np), rtol=1e-6)
-            obs, st, r, term, trunc, info = env.step(jax.random.key(step), st, 0, params)
-            end = t + 1 == EPISODE
-            assert float(r) == 1.0 + 0.5 * t
-            assert bool(term) == (end and terminate) and bool(trunc) == (end and not terminate)
-            np.testing.assert_allclose(info["final_observation"], _counter_obs(t + 1, np))
+    env = Counter()
+    params = env.default_params
+    obs, st = env.reset(jax.random.key(0), params)
+    times, trunc, term = _counter_rollout(8)
+    for step in range(8):
+        t = times[step]
+        np.testing.assert_allclose(obs, _counter_obs(t, np), rtol=1e-6)
+        obs, st, r, te, tr, info = env.step(jax.random.key(step), st, 0, params)
+        assert float(r) == 1.0 + 0.5 * t
+        assert bool(te) == term[step] and bool(tr) == trunc[step]
+        np.testing.assert_allclose(info["final_observation"], _counter_obs(t + 1, np))
