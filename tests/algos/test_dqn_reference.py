@@ -454,7 +454,7 @@ def test_learner_update_matches_numpy(learner_run):
     buffer = make_replay(cfg)
     cap, per = cfg.buffer_size, cfg.prioritized
     num_leaves = 1 << (cap - 1).bit_length()
-    learned = 0
+    learned, smallest_is_weight = 0, 1.0
     for before, after, m in zip(states[:-1], states[1:], metrics, strict=True):
         u = int(before.update_step)
         assert int(after.update_step) == u + 1
@@ -493,6 +493,7 @@ def test_learner_update_matches_numpy(learner_run):
                 beta = cfg.per_beta_start + (cfg.per_beta_end - cfg.per_beta_start) * frac
                 is_weights = (size * prob) ** -beta
                 weights = weights * is_weights / is_weights.max()
+                smallest_is_weight = min(smallest_is_weight, is_weights.min() / is_weights.max())
             layers, adam, td, sm = np_dqn_step(
                 layers,
                 target_layers,
@@ -540,6 +541,8 @@ def test_learner_update_matches_numpy(learner_run):
             np.testing.assert_allclose(after.buffer.max_priority, max_priority, rtol=1e-5)
             assert int(after.buffer.beta_step) == beta_step
     assert learned >= 5
+    if per:  # the importance weights were not all 1, so dropping them changes a step
+        assert smallest_is_weight < 0.9
     # the learning updates moved the network
     assert (
         np.abs(np_layers(states[-1].params)[0][0] - np_layers(states[0].params)[0][0]).max() > 1e-3
