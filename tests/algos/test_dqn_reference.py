@@ -77,9 +77,6 @@ class Chain:
         return spaces.Discrete(2)
 
 
-registry.register(CHAIN, Chain, overwrite=True)
-
-
 def np_chain_transition(obs, n, gamma, goal=5, limit=3):
     """The n-step transition starting at chain observation [pos, t]: (reward, discount,
     next_obs), by walking the chain step by step."""
@@ -390,6 +387,7 @@ NUM_UPDATES = 8
 @pytest.fixture(scope="module", params=list(LEARNER_CONFIGS))
 def learner_run(request):
     """The states before and after each of NUM_UPDATES learner updates."""
+    registry.register(CHAIN, Chain, overwrite=True)
     cfg = dqn.DQNConfig(**LEARNER_CONFIGS[request.param])
     learner = dqn.make_learner(cfg)
     hparams = learner.hparams
