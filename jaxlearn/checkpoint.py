@@ -1,18 +1,30 @@
 """Checkpoints of whole training runs on top of Orbax's `CheckpointManager`, with integrity.
 
+The storage layer: it knows step folders, records and hashes, and imports nothing of
+jaxlearn (which run folder, which config fields exist and their defaults come from the
+caller, `jaxlearn.rundir`).
+
 A checkpoint holds the entire train state pytree (parameters, target parameters,
 optimizer state, replay buffer, env states, RNG keys, curriculum state, counters), the
 host-side metric history, and a JSON record: the algorithm, the resolved config, the
-update index, the evaluation return, and a SHA-256 content hash of every array and of the
-config. With `JAXLEARN_CHECKPOINT_KEY` set in the environment, the record also carries an
-HMAC-SHA256 of that hash, and restoring requires it.
+update index, the evaluation return, the tree structure, anything the caller adds
+(`extra`), and `arrays_sha256`, a SHA-256 of every array. `sha256` is the SHA-256 of every
+other field of the record (the arrays' hash included), so no field that is read back lies
+outside it; with `JAXLEARN_CHECKPOINT_KEY` set in the environment the record also carries
+an HMAC-SHA256 of `sha256`, and restoring requires it.
 
 Saving copies the arrays to the host (the only device stall) and lets Orbax write them in
 a background thread; Orbax writes into a temporary folder and renames it when complete, so
-a process killed mid-save leaves nothing that lists as a checkpoint. Restoring checks the
-record (algorithm, config, tree structure) before reading any array, then the hash of what
-was read: a tampered, truncated or foreign checkpoint raises `CheckpointError` naming the
-step and the reason, and older checkpoints stay untouched and loadable.
+a process killed mid-save leaves nothing that lists as a checkpoint. A step is *committed*
+once that write has finished and the step lists on disk: `on_commit(step, record)` is called
+then (from `save`, `poll`, `wait` or `close`, on the caller's thread), never before. A save
+that Orbax declines, or whose write fails, raises `CheckpointError`.
+
+Restoring checks the record (its hash and HMAC, then algorithm, config, tree structure)
+before reading any array, then the hash of what was read: an edited, tampered, truncated or
+foreign checkpoint raises `CheckpointError` naming the step and the reason, and older
+checkpoints stay untouched and loadable. Checkpoints written by jaxlearn before format 2
+(whose hash left `step` and `eval_return` out) are refused with a message saying so.
 
 Retention: the newest `keep` checkpoints, plus the one with the best evaluation return.
 """
@@ -24,17 +36,20 @@ import hmac
 import json
 import math
 import os
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
 import numpy as np
 
 HMAC_ENV = "JAXLEARN_CHECKPOINT_KEY"
-FORMAT = 1
+FORMAT = 2  # 1: the hash covered the arrays and the config only (refused, see `restore`)
+_UNHASHED = ("sha256", "hmac")  # the record fields that are not part of its own hash
 
 
 class CheckpointError(RuntimeError):
-    """A checkpoint is missing, damaged, tampered with, or belongs to another run."""
+    """A checkpoint is missing, damaged, tampered with, or belongs to another run; or a
+    save was declined or failed."""
 
 
 def _is_key(x: Any) -> bool:
@@ -85,8 +100,8 @@ def _abstract(tree: Any) -> Any:
     return jax.tree.map(conv, tree)
 
 
-def content_hash(tree: Any, config: Any) -> str:
-    """SHA-256 over every leaf's path, dtype, shape and bytes, then the config's JSON."""
+def arrays_hash(tree: Any) -> str:
+    """SHA-256 over every leaf's path, dtype, shape and bytes."""
     h = hashlib.sha256()
     leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
     for path, leaf in leaves:
@@ -95,8 +110,20 @@ def content_hash(tree: Any, config: Any) -> str:
         h.update(str(a.dtype).encode())
         h.update(str(a.shape).encode())
         h.update(a.tobytes())
-    h.update(json.dumps(config, sort_keys=True, default=str).encode())
     return h.hexdigest()
+
+
+def _canonical(record: Mapping[str, Any]) -> str:
+    return json.dumps(
+        {k: v for k, v in record.items() if k not in _UNHASHED},
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+
+
+def record_hash(record: Mapping[str, Any]) -> str:
+    """SHA-256 of every field of `record` but `sha256` and `hmac` (canonical JSON)."""
+    return hashlib.sha256(_canonical(record).encode()).hexdigest()
 
 
 def _signature(digest: str) -> str | None:
@@ -106,38 +133,33 @@ def _signature(digest: str) -> str | None:
     return hmac.new(key.encode(), digest.encode(), hashlib.sha256).hexdigest()
 
 
+def _json_value(x: Any) -> Any:
+    if isinstance(x, np.generic | np.ndarray):
+        return x.tolist()
+    raise TypeError(f"checkpoint record: {type(x).__name__} is not JSON serialisable")
+
+
 def _structure(tree: Any) -> str:
     """The tree structure with every leaf's shape and dtype (keys as key dtypes)."""
     leaves, treedef = jax.tree.flatten(tree)
     return f"{treedef}|" + ",".join(f"{x.dtype}{list(np.shape(x))}" for x in leaves)
 
 
-def _field_defaults() -> dict[str, Any]:
-    """Default value of every run and algorithm config field (for configs saved before a
-    field existed)."""
-    import dataclasses
-
-    from jaxlearn import algos
-    from jaxlearn.runner import RunConfig
-
-    out: dict[str, Any] = {}
-    for cls in (RunConfig, *(c for c, _ in algos.ALGOS.values())):
-        for f in dataclasses.fields(cls):
-            if f.default is not dataclasses.MISSING:
-                out.setdefault(f.name, []).append(f.default)
-    return out
-
-
-def _config_diff(current: dict[str, Any], saved: dict[str, Any]) -> list[str]:
+def _config_diff(
+    current: Mapping[str, Any],
+    saved: Mapping[str, Any],
+    defaults: Mapping[str, Sequence[Any]],
+) -> list[str]:
     """Fields whose values differ. A field missing from `saved` (added to jaxlearn after the
-    checkpoint was written) matches when `current` holds its default."""
-    defaults = _field_defaults()
+    checkpoint was written) matches when `current` holds one of its `defaults`."""
     diff = []
     for k in sorted(set(current) | set(saved)):
         if k not in saved and k in current:
-            d = defaults.get(k, [])
             value = current[k]
-            if any(value == x or (isinstance(x, tuple) and value == list(x)) for x in d):
+            if any(
+                value == x or (isinstance(x, tuple) and value == list(x))
+                for x in defaults.get(k, ())
+            ):
                 continue
         if current.get(k) != saved.get(k):
             diff.append(k)
@@ -151,15 +173,27 @@ class Checkpointer:
         directory: where step folders go (e.g. `RUN_DIR/checkpoints`).
         keep: newest checkpoints kept (older ones are deleted, except the best).
         async_save: write in a background thread (Orbax) after the host copy.
+        on_commit: `(step, record) -> None`, called once per saved step when it is
+            committed (written completely and listed), on the thread that called `save`,
+            `poll`, `wait` or `close`.
     """
 
-    def __init__(self, directory: str, keep: int = 3, async_save: bool = True):
+    def __init__(
+        self,
+        directory: str,
+        keep: int = 3,
+        async_save: bool = True,
+        on_commit: Callable[[int, dict[str, Any]], None] | None = None,
+    ):
         import orbax.checkpoint as ocp
         from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
         if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
             raise ValueError(f"Checkpointer: keep={keep!r} is invalid: must be an int >= 1")
         self._ocp = ocp
+        self._on_commit = on_commit
+        self._pending: tuple[int, dict[str, Any]] | None = None  # saved, not committed
+        self._closed = False
         self.directory = os.path.abspath(directory)
         policy = pp.AnyPreservationPolicy(
             [
@@ -221,23 +255,35 @@ class Checkpointer:
         """Save `state` (any pytree, e.g. seeds stacked on a leading axis) as `step`.
 
         `config` is the run's resolved config (JSON-able); `history` the host-side metric
-        arrays so far; `eval_return` ranks checkpoints for the best one.
+        arrays so far; `eval_return` ranks checkpoints for the best one; `extra` more
+        JSON-able record fields. The write finishes in the background: the step is
+        committed (and `on_commit` called) by a later `poll`, `wait`, `save` or `close`.
+
+        Raises:
+            CheckpointError: the previous save's write failed, or Orbax declines to save
+                `step` (e.g. a checkpoint of this or a later step exists).
         """
         ocp = self._ocp
+        step = int(step)
+        self.wait()  # the previous step is committed (or its failure raised) first
+        if not self.manager.should_save(step):
+            raise CheckpointError(self._declined(step))
         host = jax.device_get(to_savable(state))  # the device copy; the rest is host work
         history = {k: np.asarray(v) for k, v in (history or {}).items()}
-        digest = content_hash({"state": host, "history": history}, config)
         record = {
             "format": FORMAT,
             "algo": algo,
-            "step": int(step),
+            "step": step,
             "config": config,
             "structure": _structure(state),
-            "sha256": digest,
-            "hmac": _signature(digest),
+            "arrays_sha256": arrays_hash({"state": host, "history": history}),
             "eval_return": None if eval_return is None else float(eval_return),
             **(extra or {}),
         }
+        # exactly what JSON reads back (tuples -> lists, numpy scalars -> numbers), hashed
+        record = json.loads(json.dumps(record, default=_json_value))
+        record["sha256"] = record_hash(record)
+        record["hmac"] = _signature(record["sha256"])
         items = {
             "state": ocp.args.StandardSave(host),
             "record": ocp.args.JsonSave(record),
@@ -245,16 +291,77 @@ class Checkpointer:
         if history:
             items["history"] = ocp.args.StandardSave(history)
         metrics = None if eval_return is None else {"eval_return": float(eval_return)}
-        self.manager.wait_until_finished()
-        self.manager.save(int(step), args=ocp.args.Composite(**items), metrics=metrics)
+        try:
+            saved = self.manager.save(step, args=ocp.args.Composite(**items), metrics=metrics)
+        except Exception as e:  # noqa: BLE001 - any write failure is a failed save
+            raise CheckpointError(
+                f"saving checkpoint {step} in {self.directory} failed: {e}"
+            ) from e
+        if not saved:
+            raise CheckpointError(self._declined(step))
+        self._pending = (step, record)
+        if not self.manager.is_saving_in_progress():  # a synchronous save: done already
+            self.wait()
+
+    def _declined(self, step: int) -> str:
+        latest = self.manager.latest_step()
+        return (
+            f"checkpoint {step} was not saved: Orbax declined to write it in {self.directory} "
+            f"(its newest checkpoint is step {latest}; a step can be saved only once, after "
+            "the newest)"
+        )
+
+    def poll(self) -> None:
+        """Commit the pending step if its background write has finished (never blocks)."""
+        if self._pending is not None and not self.manager.is_saving_in_progress():
+            self.wait()
 
     def wait(self) -> None:
-        """Block until pending background writes are complete."""
-        self.manager.wait_until_finished()
+        """Block until the pending write is complete; commit it (calling `on_commit`).
 
-    def close(self) -> None:
-        self.manager.wait_until_finished()
-        self.manager.close()
+        Raises:
+            CheckpointError: the write failed, or its step does not list as complete.
+        """
+        pending, self._pending = self._pending, None
+        try:
+            self.manager.wait_until_finished()
+        except Exception as e:  # noqa: BLE001 - Orbax re-raises the writer thread's error
+            what = f"checkpoint {pending[0]}" if pending else "a checkpoint"
+            raise CheckpointError(f"writing {what} in {self.directory} failed: {e}") from e
+        if pending is None:
+            return
+        step, record = pending
+        # Orbax renames the step's temporary folder to its final name once complete (a
+        # listing, not `steps()`: reloading Orbax's cache would drop the metrics it ranks by)
+        if not os.path.isdir(os.path.join(self.directory, str(step))):
+            raise CheckpointError(
+                f"checkpoint {step} was not committed: its write in {self.directory} ended "
+                "but the step does not list as a complete checkpoint"
+            )
+        if self._on_commit is not None:
+            self._on_commit(step, record)
+
+    def close(self, quiet: bool = False) -> None:
+        """Commit the pending step (as `wait`), then release Orbax's resources; a no-op
+        when closed already. `quiet`: a failed pending write raises nothing (for a caller
+        that is already handling another error)."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.wait()
+        except CheckpointError:
+            if not quiet:
+                raise
+        finally:
+            self.manager.close()
+
+    def set_aside(self, step: int, destination: str) -> None:
+        """Move the folder of `step` to `destination` (e.g. a damaged checkpoint kept for
+        the user); the step no longer lists, and can be saved again."""
+        os.makedirs(os.path.dirname(os.path.abspath(destination)), exist_ok=True)
+        os.rename(os.path.join(self.directory, str(step)), destination)
+        self.manager.reload()
 
     # ---- query --------------------------------------------------------------------------
 
@@ -268,7 +375,8 @@ class Checkpointer:
         return steps[-1] if steps else None
 
     def record(self, step: int) -> dict[str, Any]:
-        """The JSON record of `step` (raises CheckpointError when unreadable)."""
+        """The JSON record of `step`, unverified (raises CheckpointError when unreadable);
+        `verified_record` checks it."""
         ocp = self._ocp
         try:
             out = self.manager.restore(step, args=ocp.args.Composite(record=ocp.args.JsonRestore()))
@@ -278,12 +386,50 @@ class Checkpointer:
                 f"checkpoint step {step} in {self.directory} is unreadable: {e}"
             ) from e
 
+    def verified_record(self, step: int) -> dict[str, Any]:
+        """The record of `step` after checking its format, its hash (every field) and, with
+        a key in `$JAXLEARN_CHECKPOINT_KEY`, its HMAC; no array is read.
+
+        Raises:
+            CheckpointError: unreadable, written by an older format, edited, or a missing
+                or wrong signature.
+        """
+        record = self.record(step)
+        where = f"checkpoint step {step} in {self.directory}"
+        fmt = record.get("format")
+        if fmt != FORMAT:
+            if fmt == 1:
+                raise CheckpointError(
+                    f"{where} was written by an older jaxlearn (checkpoint format 1), whose "
+                    "hash and HMAC did not cover the record's step and evaluation return; "
+                    "it cannot be verified, so it is refused: start a new run, or load it "
+                    "with the jaxlearn version that wrote it"
+                )
+            raise CheckpointError(f"{where} has format {fmt!r}, not {FORMAT}")
+        if record_hash(record) != record.get("sha256"):
+            raise CheckpointError(
+                f"{where} failed its integrity check: its record (step, evaluation return, "
+                "config, structure, ...) does not match the hash recorded at save time "
+                "(edited or corrupt)"
+            )
+        expected = _signature(record["sha256"])
+        if expected is not None and not hmac.compare_digest(expected, record.get("hmac") or ""):
+            raise CheckpointError(
+                f"{where} has a missing or wrong HMAC signature for the key in ${HMAC_ENV}"
+            )
+        if expected is None and record.get("hmac"):
+            raise CheckpointError(
+                f"{where} is signed; set ${HMAC_ENV} to the signing key to verify and load it"
+            )
+        return record
+
     def best_step(self) -> int | None:
-        """The step with the highest recorded evaluation return (None without evaluations)."""
+        """The step with the highest evaluation return among checkpoints whose records
+        verify (an edited record is no candidate); None without evaluations."""
         best, best_ret = None, -np.inf
         for s in self.steps():
             try:
-                r = self.record(s).get("eval_return")
+                r = self.verified_record(s).get("eval_return")
             except CheckpointError:
                 continue
             if r is not None and r > best_ret:
@@ -299,6 +445,7 @@ class Checkpointer:
         *,
         algo: str | None = None,
         config: dict[str, Any] | None = None,
+        defaults: Mapping[str, Sequence[Any]] | None = None,
     ) -> tuple[Any, dict[str, np.ndarray], dict[str, Any]]:
         """Restore `step` (None: the latest) into the structure of `like`.
 
@@ -307,13 +454,15 @@ class Checkpointer:
             algo, config: when given, the checkpoint must have been written by this
                 algorithm with this config (a foreign checkpoint raises before any array
                 is read).
+            defaults: config field -> its default values; a field missing from the saved
+                config (added after the checkpoint was written) matches a default.
 
         Returns:
             (state, history, record).
 
         Raises:
-            CheckpointError: no checkpoint, damaged or tampered data, bad signature, or
-                another run's checkpoint.
+            CheckpointError: no checkpoint, an edited record, damaged or tampered data, a
+                bad signature, an older format, or another run's checkpoint.
         """
         ocp = self._ocp
         if step is None:
@@ -325,16 +474,14 @@ class Checkpointer:
                 f"no complete checkpoint at step {step} in {self.directory}; "
                 f"available: {self.steps()}"
             )
-        record = self.record(step)
+        record = self.verified_record(step)
         where = f"checkpoint step {step} in {self.directory}"
-        if record.get("format") != FORMAT:
-            raise CheckpointError(f"{where} has format {record.get('format')}, not {FORMAT}")
         if algo is not None and record.get("algo") != algo:
             raise CheckpointError(
                 f"{where} was written by algo={record.get('algo')!r}; this run is algo={algo!r}"
             )
         if config is not None and record.get("config") != config:
-            diff = _config_diff(config, record.get("config") or {})
+            diff = _config_diff(config, record.get("config") or {}, defaults or {})
             if diff:
                 raise CheckpointError(
                     f"{where} was written with another config (fields differ: {diff})"
@@ -353,20 +500,10 @@ class Checkpointer:
             raise CheckpointError(f"{where} is damaged (truncated or corrupt): {e}") from e
         host = jax.tree.map(np.asarray, out["state"])
         history = {k: np.asarray(v) for k, v in (out.get("history") or {}).items()}
-        digest = content_hash({"state": host, "history": history}, record["config"])
-        if digest != record.get("sha256"):
+        if arrays_hash({"state": host, "history": history}) != record.get("arrays_sha256"):
             raise CheckpointError(
-                f"{where} failed its integrity check: the content hash of its arrays and "
-                "config does not match the one recorded at save time (tampered or corrupt)"
-            )
-        expected = _signature(digest)
-        if expected is not None and not hmac.compare_digest(expected, record.get("hmac") or ""):
-            raise CheckpointError(
-                f"{where} has a missing or wrong HMAC signature for the key in ${HMAC_ENV}"
-            )
-        if expected is None and record.get("hmac"):
-            raise CheckpointError(
-                f"{where} is signed; set ${HMAC_ENV} to the signing key to verify and load it"
+                f"{where} failed its integrity check: the content hash of its arrays does "
+                "not match the one recorded at save time (tampered or corrupt)"
             )
         return from_savable(host, like), history, record
 

@@ -15,9 +15,9 @@ An exported policy is a directory (never overwritten) with two files:
     policy = load_policy("cartpole_policy")
     action = policy.act(obs)  # obs [B, *obs_shape] -> greedy action [B, ...]
 
-`export_from_run(run_dir, path)` does both steps from a run folder's checkpoint;
-`load_run(run_dir, checkpoint)` restores a checkpoint of a run folder (all seeds), as used
-by `scripts/evaluate.py`.
+`export_from_run(run_dir, path)` does both steps from a run folder's checkpoint, read
+through `jaxlearn.rundir.load_run` (re-exported here with `parse_checkpoint` and
+`RestoredRun`, as `scripts/evaluate.py` uses them).
 """
 
 from __future__ import annotations
@@ -37,6 +37,24 @@ import flax.traverse_util
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from jaxlearn import algos
+from jaxlearn.algos.dqn.train import make_agent
+from jaxlearn.algos.ppo.train import make_policy
+from jaxlearn.envs.setup import base_env
+from jaxlearn.envs.wrappers import NormalizeObservation, NormalizeObservationState
+from jaxlearn.rundir import RestoredRun, load_run, parse_checkpoint
+
+__all__ = [
+    "ExportedPolicy",
+    "RestoredRun",
+    "export_from_run",
+    "load_policy",
+    "load_run",
+    "observation_stats",
+    "parse_checkpoint",
+    "save_policy",
+]
 
 FORMAT = 1
 SPEC_FILE = "policy.json"
@@ -78,8 +96,6 @@ class ExportedPolicy(NamedTuple):
 
 
 def _config_class(algo: str) -> type:
-    from jaxlearn import algos
-
     if algo not in POLICY_FIELDS or algo not in algos.ALGOS:
         raise ValueError(
             f"algo={algo!r} cannot be exported: must be one of {sorted(POLICY_FIELDS)}"
@@ -89,16 +105,10 @@ def _config_class(algo: str) -> type:
 
 def _greedy(algo: str, cfg: Any) -> tuple[Any, Callable, Any, Any]:
     """`(network, act(params, obs), env, env_params)` for `cfg`, on its unwrapped env."""
-    from jaxlearn.envs.setup import base_env
-
     env, env_params = base_env(cfg)
     if algo == "ppo":
-        from jaxlearn.algos.ppo.train import make_policy
-
         policy = make_policy(cfg, env, env_params)
         return policy.network, policy.act_greedy, env, env_params
-    from jaxlearn.algos.dqn.train import make_agent
-
     agent = make_agent(cfg, env, env_params)
     return agent.network, agent.greedy_action, env, env_params
 
@@ -138,8 +148,6 @@ def _check_fits(params: Any, template: Any, where: str) -> None:
 
 def observation_stats(env_state: Any) -> Any:
     """The `RunningMeanStd` a `NormalizeObservation` wrapper keeps in `env_state` (or None)."""
-    from jaxlearn.envs.wrappers import NormalizeObservationState
-
     s = env_state
     while s is not None:
         if isinstance(s, NormalizeObservationState):
@@ -150,8 +158,6 @@ def observation_stats(env_state: Any) -> Any:
 
 def _normalizer_defaults() -> dict[str, float]:
     """`clip` and `eps` of the `NormalizeObservation` wrapper that training uses."""
-    from jaxlearn.envs.wrappers import NormalizeObservation
-
     sig = inspect.signature(NormalizeObservation.__init__).parameters
     return {"clip": float(sig["clip"].default), "eps": float(sig["eps"].default)}
 
@@ -364,86 +370,7 @@ def load_policy(path: str) -> ExportedPolicy:
     return ExportedPolicy(act, params, spec, network)
 
 
-# ---- run folders ---------------------------------------------------------------------------
-
-
-class RestoredRun(NamedTuple):
-    """A checkpoint of a run folder, restored by `load_run`."""
-
-    run_cfg: Any
-    algo_cfg: Any
-    learner: Any
-    state: Any  # the train state, seeds stacked on a leading axis
-    record: dict[str, Any]  # the checkpoint's JSON record
-    step: int  # updates done at the checkpoint
-    choice: str  # how the step was chosen: "best", "latest", "latest (no eval returns)", "step"
-
-
-def parse_checkpoint(value: Any) -> str | int:
-    """`"best"`, `"latest"`, or a step (int >= 0, also as a string); ValueError otherwise."""
-    if isinstance(value, str) and value in ("best", "latest"):
-        return value
-    try:
-        step = int(value)
-    except (TypeError, ValueError):
-        step = None
-    if isinstance(value, bool) or step is None or step < 0 or str(value).strip() != str(step):
-        raise ValueError(f"checkpoint={value!r} is invalid: must be best, latest or a step >= 0")
-    return step
-
-
-def load_run(run_dir: str, checkpoint: Any = "best") -> RestoredRun:
-    """Restore a checkpoint of the run folder `run_dir` (all seeds).
-
-    Args:
-        checkpoint: `"best"` (highest evaluation return; the latest when no checkpoint has
-            one), `"latest"`, or an update step.
-
-    Raises:
-        ValueError: not a run folder, or an invalid `checkpoint`.
-        CheckpointError: no checkpoints, no such step, or a damaged or foreign checkpoint.
-    """
-    from jaxlearn import algos
-    from jaxlearn.checkpoint import Checkpointer, CheckpointError
-    from jaxlearn.config import to_dict
-    from jaxlearn.runner import CHECKPOINT_DIR, resolve_config
-
-    checkpoint = parse_checkpoint(checkpoint)
-    if not os.path.isdir(run_dir):
-        raise ValueError(f"run folder {run_dir!r} does not exist")
-    config_file = os.path.join(run_dir, "config.yaml")
-    if not os.path.isfile(config_file):
-        raise ValueError(f"{run_dir!r} has no config.yaml; is it a run folder?")
-    ckpt_dir = os.path.join(run_dir, CHECKPOINT_DIR)
-    if not os.path.isdir(ckpt_dir):
-        raise CheckpointError(f"{run_dir!r} has no {CHECKPOINT_DIR}/ folder: nothing to restore")
-    run_cfg, algo_cfg = resolve_config(config_file=config_file)
-    ckpt = Checkpointer(ckpt_dir, keep=run_cfg.keep_checkpoints, async_save=False)
-    try:
-        steps = ckpt.steps()
-        if not steps:
-            raise CheckpointError(f"no complete checkpoint in {ckpt.directory}")
-        if checkpoint == "latest":
-            step, choice = steps[-1], "latest"
-        elif checkpoint == "best":
-            step = ckpt.best_step()
-            choice = "best"
-            if step is None:
-                step, choice = steps[-1], "latest (no eval returns)"
-        else:
-            if checkpoint not in steps:
-                raise CheckpointError(
-                    f"no checkpoint at step {checkpoint} in {ckpt.directory}; available: {steps}"
-                )
-            step, choice = checkpoint, "step"
-        learner = algos.ALGOS[run_cfg.algo][1](algo_cfg)
-        keys = jax.random.split(jax.random.key(run_cfg.seed), run_cfg.num_seeds)
-        like = jax.eval_shape(jax.vmap(learner.init, in_axes=(0, None)), keys, learner.hparams)
-        resolved = {**to_dict(run_cfg), **to_dict(algo_cfg)}
-        state, _, record = ckpt.restore(step, like, algo=run_cfg.algo, config=resolved)
-    finally:
-        ckpt.close()
-    return RestoredRun(run_cfg, algo_cfg, learner, state, record, int(step), choice)
+# ---- from a run folder ----------------------------------------------------------------------
 
 
 def export_from_run(
@@ -451,7 +378,8 @@ def export_from_run(
 ) -> dict[str, Any]:
     """Export seed `seed_index`'s policy from a checkpoint of `run_dir` to `path`.
 
-    `checkpoint` is as in `load_run`. Returns the written `policy.json` contents.
+    `checkpoint` is as in `jaxlearn.rundir.load_run`. Returns the written `policy.json`
+    contents.
     """
     if os.path.exists(path):
         raise FileExistsError(

@@ -7,12 +7,9 @@ No callbacks run inside the hot loop.
 
 from __future__ import annotations
 
-import dataclasses
-import datetime
 import inspect
 import json
 import math
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -21,21 +18,13 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import yaml
+from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec
 
-from jaxlearn import algos
+from jaxlearn import algos, lora, rundir, transfer
 from jaxlearn.algos.base import Learner
-from jaxlearn.config import (
-    check_choice,
-    check_nonnegative_int,
-    check_positive_int,
-    check_range,
-    from_dict,
-    to_dict,
-)
+from jaxlearn.checkpoint import Checkpointer
 from jaxlearn.logging import (
-    CURVE_FILE,
     MetricLogger,
     final_episode_metrics,
     final_returns,
@@ -55,86 +44,10 @@ from jaxlearn.parallel import (
     shard_seeds,
 )
 
-
-@dataclasses.dataclass(frozen=True)
-class RunConfig:
-    """What a run does around the algorithm: which algo, how many seeds, how it reports."""
-
-    algo: str = "ppo"
-    seed: int = 0
-    num_seeds: int = 1
-    num_chunks: int = 20  # host reports between chunks; more chunks = finer progress
-    final_fraction: float = 0.05  # final_return_* average the last 5% of training
-    checkpoint_every: int = 0  # updates between checkpoints (0: at the end of every chunk)
-    keep_checkpoints: int = 3  # newest checkpoints kept (plus the best by eval return)
-    eval_episodes: int = 16  # greedy episodes per seed at each checkpoint (0: no evaluation)
-    devices: str | int = "auto"  # auto | all | N: local devices the seeds are sharded over
-    init_from: str | None = None  # a run folder whose network this run starts from
-    init_checkpoint: str = "best"  # which of its checkpoints: best | latest | an update step
-
-    def __post_init__(self):
-        check_choice(self, "algo", sorted(algos.ALGOS))
-        check_positive_int(self, "num_seeds", "num_chunks", "keep_checkpoints")
-        check_nonnegative_int(self, "checkpoint_every", "eval_episodes")
-        d = str(self.devices)
-        if d not in ("auto", "all") and not (d.isdigit() and int(d) >= 1):
-            raise ValueError(
-                f"RunConfig.devices={self.devices!r} is invalid: use 'auto', 'all' or a "
-                "positive device count"
-            )
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"RunConfig.seed={self.seed!r} is invalid: must be an integer >= 0")
-        check_range(self, "final_fraction", 0.0, 1.0, low_open=True)
-        from jaxlearn.export import parse_checkpoint
-
-        try:
-            parse_checkpoint(self.init_checkpoint)
-        except ValueError:
-            raise ValueError(
-                f"RunConfig.init_checkpoint={self.init_checkpoint!r} is invalid: must be best, "
-                "latest or an update step >= 0"
-            ) from None
-        if self.init_from is not None and not isinstance(self.init_from, str):
-            raise ValueError(
-                f"RunConfig.init_from={self.init_from!r} is invalid: must be a run folder path"
-            )
-
-
-RUN_FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig))
-
-
-def resolve_config(
-    *,
-    config_file: str | None = None,
-    overrides: dict[str, Any] | None = None,
-) -> tuple[RunConfig, Any]:
-    """Build (RunConfig, AlgoConfig) from an optional YAML file and overrides.
-
-    The YAML file is flat: run fields (`algo`, `seed`, `num_seeds`, ...) and algorithm fields
-    side by side. Later sources win: file, then `overrides`. Unknown fields are errors that
-    list the allowed ones.
-    """
-    values: dict[str, Any] = {}
-    if config_file is not None:
-        if not os.path.isfile(config_file):
-            raise ValueError(f"--config {config_file!r}: no such file")
-        with open(config_file) as f:
-            loaded = yaml.safe_load(f) or {}
-        if not isinstance(loaded, dict):
-            raise ValueError(f"--config {config_file!r}: expected a mapping of field: value")
-        values.update(loaded)
-    values.update(overrides or {})
-    run_values = {k: v for k, v in values.items() if k in RUN_FIELDS}
-    run_cfg = from_dict(RunConfig, run_values)
-    config_cls, _ = algos.ALGOS[run_cfg.algo]
-    algo_values = {k: v for k, v in values.items() if k not in RUN_FIELDS}
-    try:
-        algo_cfg = from_dict(config_cls, algo_values)
-    except ValueError as e:
-        if "unknown field" in str(e):
-            raise ValueError(f"{e}; run fields: {', '.join(RUN_FIELDS)}") from None
-        raise
-    return run_cfg, algo_cfg
+# The run's config lives with its folder (jaxlearn.rundir); re-exported for callers.
+RunConfig = rundir.RunConfig
+RUN_FIELDS = rundir.RUN_FIELDS
+resolve_config = rundir.resolve_config
 
 
 def choose_chunk_size(num_updates: int, num_chunks: int) -> int:
@@ -173,36 +86,8 @@ def make_chunk(learner: Learner, chunk_size: int) -> Callable:
     return chunk
 
 
-def new_run_dir(out: str | None, algo: str, env: str) -> str:
-    """Create the run folder; never reuse an existing one.
-
-    With `out` given, it must not exist yet (an error otherwise). Without it, a fresh
-    `runs/{algo}_{env}_{timestamp}` is made (with a numeric suffix on a clash).
-    """
-    if out is not None:
-        if os.path.exists(out):
-            raise FileExistsError(
-                f"--out {out!r} already exists; jaxlearn never overwrites a run folder: "
-                "choose a new path or remove it yourself"
-            )
-        os.makedirs(out)
-        return out
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    base = os.path.join("runs", f"{algo}_{env}_{stamp}")
-    path, i = base, 1
-    while True:
-        try:
-            os.makedirs(path)
-            return path
-        except FileExistsError:
-            path, i = f"{base}-{i}", i + 1
-
-
 class DivergenceError(RuntimeError):
     """Training produced NaN or Inf in the loss or the parameters."""
-
-
-CHECKPOINT_DIR = "checkpoints"
 
 
 def run(
@@ -215,14 +100,13 @@ def run(
 ) -> dict[str, Any]:
     """Train `num_seeds` agents of `algo_cfg` and write the run folder. Returns metrics.json.
 
+    The folder is created atomically and locked for the whole run (`jaxlearn.rundir`).
     `stop_after_chunks` ends the run early after that many chunks, as an interruption
     would (its checkpoint can be resumed with `resume`).
     """
     learner, devices = _make_learner(run_cfg, algo_cfg)  # checked; nothing compiled yet
     source = None
     if run_cfg.init_from is not None:  # checked against this network before the run exists
-        from jaxlearn import transfer
-
         source = transfer.load_source(run_cfg.init_from, run_cfg.init_checkpoint)
         like = jax.eval_shape(learner.init, jax.random.key(0), learner.hparams)
         transfer.check_fits(source, like.params, run_cfg.algo)
@@ -232,28 +116,21 @@ def run(
                 "a multi-process run needs --out RUN_DIR: the same path on every process "
                 "(process 0 writes it; the others write their checkpoints into it)"
             )
-        if jax.process_index() == 0:
-            _write_run_dir(out, run_cfg, algo_cfg)
+        # process 0 creates the folder and holds its lock for everyone
+        folder = rundir.create(out, run_cfg, algo_cfg) if jax.process_index() == 0 else None
         _barrier("run_dir")
-        run_dir = out
+        folder = folder or rundir.RunFolder(out)
     else:
-        run_dir = _write_run_dir(out, run_cfg, algo_cfg)
-    return _loop(run_dir, run_cfg, algo_cfg, learner, devices, None, log, stop_after_chunks, source)
-
-
-def _write_run_dir(out: str | None, run_cfg: RunConfig, algo_cfg: Any) -> str:
-    run_dir = new_run_dir(out, run_cfg.algo, algo_cfg.env)
-    resolved = {**to_dict(run_cfg), **to_dict(algo_cfg)}
-    with open(os.path.join(run_dir, "config.yaml"), "w") as f:
-        yaml.safe_dump(resolved, f, sort_keys=False)
-    return run_dir
+        folder = rundir.create(out, run_cfg, algo_cfg)
+    with folder:
+        return _loop(
+            folder, run_cfg, algo_cfg, learner, devices, None, log, stop_after_chunks, source
+        )
 
 
 def _barrier(name: str) -> None:
     """Wait for every process (multi-process runs only)."""
     if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
         multihost_utils.sync_global_devices(name)
 
 
@@ -261,8 +138,6 @@ def _gather(tree: Any) -> Any:
     """Host arrays of every process, concatenated on their leading (seed) axis."""
     if jax.process_count() == 1:
         return tree
-    from jax.experimental import multihost_utils
-
     out = multihost_utils.process_allgather(tree)  # [P, local seeds, ...]
     return jax.tree.map(lambda x: np.asarray(x).reshape(-1, *np.shape(x)[2:]), out)
 
@@ -291,24 +166,38 @@ def resume(
     log: Callable[[str], None] | None = None,
     stop_after_chunks: int | None = None,
 ) -> dict[str, Any]:
-    """Continue the run in `run_dir` from its newest valid checkpoint.
+    """Continue the run in `run_dir` from its newest valid checkpoint, holding its lock.
 
     The continuation is bit-identical to an uninterrupted run on the same device: the
     same chunks run on the restored state (keys, env states, buffers, optimizer state).
     A newer checkpoint that fails its checks is skipped with a warning and moved to
     `RUN_DIR/checkpoints_damaged/` (kept, never deleted); the newest good one is used.
+    A run stopped before its first checkpoint restarts from scratch in the same folder
+    (saying so in one line; its TensorBoard events move to `RUN_DIR/restarted/`).
+
+    Raises:
+        rundir.RunFolderError: not a run folder, or finished; `RunLockedError` (naming the
+            holder's pid) while another process writes it.
+        CheckpointError: checkpoints exist but none is valid.
     """
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
-    path = os.path.join(run_dir, "config.yaml")
-    if not os.path.isfile(path):
-        raise ValueError(f"--resume {run_dir!r}: no config.yaml there; is it a run folder?")
-    if os.path.exists(os.path.join(run_dir, "metrics.json")):
-        raise ValueError(f"--resume {run_dir!r}: this run already finished (metrics.json exists)")
-    if not os.path.isdir(os.path.join(run_dir, CHECKPOINT_DIR)):
-        raise ValueError(f"--resume {run_dir!r}: no checkpoints folder; nothing to resume")
-    run_cfg, algo_cfg = resolve_config(config_file=path)
-    learner, devices = _make_learner(run_cfg, algo_cfg)
-    return _loop(run_dir, run_cfg, algo_cfg, learner, devices, "resume", log, stop_after_chunks)
+    chief = jax.process_index() == 0
+    folder = rundir.open_writer(run_dir) if chief else rundir.RunFolder(run_dir)
+    with folder:
+        run_cfg, algo_cfg = folder.read_config()
+        learner, devices = _make_learner(run_cfg, algo_cfg)
+        mode = "resume"
+        if not folder.has_checkpoint():
+            _barrier("checked_for_checkpoints")  # every process has looked before a move
+            moved = folder.set_aside_events() if chief else None
+            if chief:
+                log(
+                    f"[resume] {run_dir}: no checkpoint yet (stopped before its first one); "
+                    f"restarting from scratch at update 0/{learner.num_updates}"
+                    + (f" (earlier TensorBoard events moved to {moved})" if moved else "")
+                )
+            mode = None
+        return _loop(folder, run_cfg, algo_cfg, learner, devices, mode, log, stop_after_chunks)
 
 
 def _make_learner(run_cfg: RunConfig, algo_cfg: Any) -> tuple[Learner, list]:
@@ -351,7 +240,7 @@ def _takes_data_shards(make_learner: Callable) -> bool:
 
 
 def _loop(
-    run_dir: str,
+    folder: rundir.RunFolder,
     run_cfg: RunConfig,
     algo_cfg: Any,
     learner: Learner,
@@ -361,14 +250,12 @@ def _loop(
     stop_after_chunks: int | None,
     source: Any = None,
 ) -> dict[str, Any]:
-    from jaxlearn import lora
-    from jaxlearn.checkpoint import Checkpointer
-
+    run_dir = folder.path
     chief = jax.process_index() == 0
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
     if not chief:
         log = lambda s: None  # noqa: E731 - process 0 reports for everyone
-    resolved = {**to_dict(run_cfg), **to_dict(algo_cfg)}
+    resolved = rundir.resolved(run_cfg, algo_cfg)
     procs, rank = jax.process_count(), jax.process_index()
     # One agent across processes: every process holds lanes of the same global arrays.
     across = _one_agent_across_processes(run_cfg)
@@ -427,10 +314,16 @@ def _loop(
         init_fn = jax.vmap(learner.init, in_axes=(0, None))
         init_args = (keys, hparams)
         chunk_fn = jax.vmap(chunk_one, in_axes=(0, None, None))
+
     # One checkpoint holds every process's lanes, as a one-process run's would: process 0
     # gathers and writes it (Orbax writes host arrays from process 0 only), and each
     # process restores its own slice.
-    ckpt = Checkpointer(os.path.join(run_dir, CHECKPOINT_DIR), keep=run_cfg.keep_checkpoints)
+    # "checkpoint N" is printed when N is committed (its background write has finished).
+    def committed(step: int, record: dict[str, Any]) -> None:
+        r = record.get("eval_return")
+        log(f"  checkpoint {step}" + ("" if r is None else f"  eval return {r:.2f}"))
+
+    ckpt = folder.checkpointer(keep=run_cfg.keep_checkpoints, on_commit=committed)
 
     t0 = time.perf_counter()
     init = jax.jit(init_fn, out_shardings=lanes).lower(*init_args).compile()
@@ -444,7 +337,7 @@ def _loop(
             lambda x: jax.ShapeDtypeStruct((stored, *x.shape[1:]), x.dtype), like
         )
         state, history, record, skipped = ckpt.restore_latest_valid(
-            like, algo=run_cfg.algo, config=resolved
+            like, algo=run_cfg.algo, config=resolved, defaults=rundir.config_defaults()
         )
         if not across:
             state = jax.tree.map(lambda x: x[rank * n_lanes : (rank + 1) * n_lanes], state)
@@ -452,9 +345,8 @@ def _loop(
         for step, reason in skipped if chief else ():
             # Move the bad checkpoint aside (never delete a user's data): the resumed run
             # will save this step again.
-            aside = os.path.join(run_dir, "checkpoints_damaged", f"{step}-{int(time.time())}")
-            os.makedirs(os.path.dirname(aside), exist_ok=True)
-            os.rename(os.path.join(ckpt.directory, str(step)), aside)
+            aside = folder.damaged_path(step)
+            ckpt.set_aside(step, aside)
             log(f"WARNING: skipped checkpoint {step}: {reason}; moved it to {aside}")
         state = put_global(state, lanes) if across else jax.device_put(state, lanes)
         done_updates = int(record["step"])
@@ -464,8 +356,6 @@ def _loop(
     else:
         state = init(*init_args)
         if source is not None:
-            from jaxlearn import transfer
-
             seeds = [0] * len(devices) if data_parallel else list(range(mine.start, mine.stop))
             if across:
                 state = put_global(transfer.apply(fetch(state), source, seeds), lanes)
@@ -525,12 +415,8 @@ def _loop(
             eval_return=eval_return,
             extra=extra,
         )
-        msg = f"  checkpoint {step}"
-        if eval_return is not None:
-            msg += f"  eval return {eval_return:.2f}"
-        log(msg)
 
-    logger = MetricLogger(run_dir) if chief else None
+    logger = MetricLogger(folder.events_dir) if chief else None
     run_seconds = 0.0
     every = run_cfg.checkpoint_every
     first_call = done_updates // chunk_size
@@ -557,6 +443,7 @@ def _loop(
             done_updates += active
             if logger is not None:
                 logger.log_chunk(metrics, first_step, steps_per_update)
+            ckpt.poll()  # "checkpoint N" for an earlier save whose write has finished
             env_steps = done_updates * steps_per_update
             ret = _mean_return(metrics)
             sps = run_cfg.num_seeds * active * steps_per_update / max(dt, 1e-9)
@@ -576,6 +463,8 @@ def _loop(
     finally:
         if logger is not None:
             logger.close()
+        if sys.exc_info()[0] is not None:  # an error is on its way out: keep it
+            ckpt.close(quiet=True)
     ckpt.close()
 
     stacked = {k: np.concatenate([m[k] for m in all_metrics], axis=1) for k in all_metrics[0]}
@@ -616,7 +505,7 @@ def _loop(
             kept = 0  # one agent: process 0 saves its adapters
         for j in range(kept):
             lora.save_adapters(
-                os.path.join(run_dir, "adapters", f"seed_{mine.start + j}"),
+                folder.adapters_dir(mine.start + j),
                 jax.tree.map(lambda x: x[j], params),  # noqa: B023
                 {"algo": run_cfg.algo, "env": algo_cfg.env, "update": num_updates},
             )
@@ -635,16 +524,16 @@ def _loop(
             stacked,
             steps_per_update,
             list(curriculum.config.names),
-            os.path.join(run_dir, "curriculum.png"),
+            folder.curriculum_file,
             title=f"Curriculum on {algo_cfg.env} ({run_cfg.num_seeds} seed(s))",
         )
-    with open(os.path.join(run_dir, "metrics.json"), "w") as f:
+    with open(folder.metrics_file, "w") as f:
         json.dump(summary, f, indent=2)
-    write_curve(os.path.join(run_dir, CURVE_FILE), stacked, steps_per_update)
+    write_curve(folder.curve_file, stacked, steps_per_update)
     plot_learning_curve(
         stacked,
         steps_per_update,
-        os.path.join(run_dir, "learning_curve.png"),
+        folder.learning_curve_file,
         title=(f"{run_cfg.algo.upper()} on {algo_cfg.env} ({run_cfg.num_seeds} seed(s))"),
     )
     log(
@@ -656,7 +545,9 @@ def _loop(
     return summary
 
 
-def _check_finite(metrics: dict[str, np.ndarray], done_updates: int, run_dir: str, ckpt) -> None:
+def _check_finite(
+    metrics: dict[str, np.ndarray], done_updates: int, run_dir: str, ckpt: Checkpointer
+) -> None:
     """Stop with DivergenceError if any update of the chunk flagged NaN/Inf."""
     flag = metrics.get("nonfinite")
     if flag is None or not np.any(flag):

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import serialization, traverse_util
 
-from jaxlearn.logging import CURVE_FILE
+from jaxlearn import rundir
 from jaxlearn.networks import ADAPTER_NAMES
 
 
@@ -44,11 +44,9 @@ def _flat(params: Any) -> dict[str, Any]:
 
 def load_source(run_dir: str, checkpoint: Any = "best") -> Source:
     """Read the network parameters of every seed of the run folder `run_dir`."""
-    from jaxlearn.export import load_run
-
     if not os.path.isdir(run_dir):
         raise ValueError(f"init_from={run_dir!r}: no such run folder")
-    restored = load_run(run_dir, checkpoint)
+    restored = rundir.load_run(run_dir, checkpoint)
     params = jax.device_get(restored.state.params)
     return Source(
         run_dir,
@@ -130,8 +128,7 @@ def compare(transfer_dir: str, scratch_dir: str, out_dir: str) -> dict[str, Any]
     curves = {}
     summary: dict[str, Any] = {}
     for name, run_dir in (("transfer", transfer_dir), ("scratch", scratch_dir)):
-        with open(os.path.join(run_dir, "metrics.json")) as f:
-            m = json.load(f)
+        m = rundir.read_metrics(run_dir)
         curves[name] = _curve(run_dir)
         summary[name] = {"run_dir": run_dir, "final_return_mean": m["final_return_mean"]}
     target = summary["scratch"]["final_return_mean"]
@@ -160,7 +157,7 @@ def compare(transfer_dir: str, scratch_dir: str, out_dir: str) -> dict[str, Any]
 
 def _curve(run_dir: str) -> tuple[np.ndarray, np.ndarray]:
     """(env steps, mean episode return over seeds per update) from the run's `curve.csv`."""
-    data = np.genfromtxt(os.path.join(run_dir, CURVE_FILE), delimiter=",", names=True)
+    data = np.genfromtxt(rundir.RunFolder(run_dir).curve_file, delimiter=",", names=True)
     return np.atleast_1d(data["env_steps"]), _fill(np.atleast_1d(data["episode_return_mean"]))
 
 

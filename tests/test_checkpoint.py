@@ -1,5 +1,6 @@
-"""Orbax checkpoints: exact resume, retention, integrity (tamper, truncation, HMAC, foreign
-checkpoints), a process killed mid-save, the divergence guard, and `train.py --resume`."""
+"""Orbax checkpoints: exact resume, retention, integrity (tamper, truncation, edited records,
+HMAC, foreign and older-format checkpoints), commits and declined saves, a process killed
+mid-save, the divergence guard, and `train.py --resume`."""
 
 import glob
 import importlib.util
@@ -20,15 +21,17 @@ from jaxlearn.algos.dqn import make_learner as make_dqn
 from jaxlearn.algos.dqn.config import DQNConfig
 from jaxlearn.algos.ppo import PPOConfig
 from jaxlearn.algos.ppo import make_learner as make_ppo
+from jaxlearn.algos.ppo.train import make_policy
 from jaxlearn.checkpoint import (
     HMAC_ENV,
     Checkpointer,
     CheckpointError,
-    content_hash,
-    to_savable,
+    record_hash,
 )
 from jaxlearn.config import to_dict
-from jaxlearn.runner import CHECKPOINT_DIR, DivergenceError, RunConfig, resume, run
+from jaxlearn.envs.setup import base_env
+from jaxlearn.rundir import CHECKPOINT_DIR, config_defaults
+from jaxlearn.runner import DivergenceError, RunConfig, resume, run
 
 # Orbax/TensorStore leave "Event loop is closed" noise behind after a failed read
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
@@ -182,8 +185,42 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(
     assert ma["resumed"] is False and mb["resumed"] is True
 
 
-def test_ppo_learner_evaluates():
-    assert make_ppo(PPO_SMALL).evaluate is not None
+def test_ppo_learner_evaluates_like_a_plain_greedy_rollout():
+    """`learner.evaluate` against a rollout written here: the episodes reset and stepped in
+    a Python loop (keys split as `jaxlearn.evaluation` documents), each return summed until
+    its first done, with the policy's greedy action. Pendulum: every episode lasts exactly
+    `max_steps_in_episode` steps, and a rounding difference does not flip a decision."""
+    cfg = PPOConfig(
+        env="Pendulum-v1", total_timesteps=256, num_envs=4, num_steps=32, hidden_sizes=(8,)
+    )
+    learner = make_ppo(cfg)
+    state = learner.init(jax.random.key(3), learner.hparams)
+    key, n = jax.random.key(11), 3
+    result = jax.device_get(jax.jit(learner.evaluate, static_argnums=2)(state, key, n))
+
+    env, env_params = base_env(cfg)
+    greedy = jax.jit(make_policy(cfg, env, env_params).act_greedy)
+    step = jax.jit(jax.vmap(env.step, in_axes=(0, 0, 0, None)))
+    limit = int(env_params.max_steps_in_episode)
+    key_reset, key_step = jax.random.split(key)
+    obs, s = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(key_reset, n), env_params)
+    returns, lengths = np.zeros(n), np.zeros(n, int)
+    done = np.zeros(n, bool)
+    for t in range(limit):
+        keys = jax.random.split(jax.random.fold_in(key_step, t), n)
+        obs, s, reward, terminated, truncated, _ = step(
+            keys, s, greedy(state.params, obs), env_params
+        )
+        returns += np.where(done, 0.0, np.asarray(reward))
+        lengths += ~done
+        done |= np.asarray(terminated) | np.asarray(truncated)
+        if done.all():
+            break
+    assert result["returns"].shape == (n,) and result["lengths"].shape == (n,)
+    np.testing.assert_array_equal(result["lengths"], lengths)
+    assert np.all(lengths == limit) and np.all(result["done"])
+    np.testing.assert_allclose(result["returns"], returns, rtol=1e-4)
+    assert np.all(np.isfinite(returns)) and len(set(np.round(returns, 3))) == n  # distinct
 
 
 # ---- 2. retention: keep-N plus the best -------------------------------------------------------
@@ -337,15 +374,92 @@ def _edit_record(directory, step, edit):
         json.dump(record, f)
 
 
-def test_edited_config_in_the_record_is_caught(tmp_path):
-    d = _two_steps(str(tmp_path / "c"))
-    _edit_record(d, 2, lambda r: r["config"].update(lr=0.5))
-    with pytest.raises(CheckpointError, match=r"step 2 .*another config.*'lr'"):
-        Checkpointer(d).restore(2, LIKE, config=CONFIG)
-    # without the expected config, the content hash (which covers the config) fails
-    with pytest.raises(CheckpointError, match=r"step 2 .*integrity"):
-        Checkpointer(d).restore(2, LIKE)
+RECORD_EDITS = {
+    "step": lambda r: r.update(step=1),  # 7500 -> 1500 in the issue
+    "eval_return": lambda r: r.update(eval_return=1e9),
+    "config": lambda r: r["config"].update(lr=0.5),
+    "algo": lambda r: r.update(algo="y"),
+    "structure": lambda r: r.update(structure=r["structure"] + " "),
+    "arrays_sha256": lambda r: r.update(arrays_sha256="0" * 64),
+    "extra field": lambda r: r["eval"].update(return_per_seed=[5.0]),
+    "added field": lambda r: r.update(note="hi"),
+    "removed field": lambda r: r.pop("eval"),
+}
+
+
+def _two_evaluated_steps(directory):
+    ckpt = Checkpointer(directory, keep=3)
+    for step, ret in ((1, 3.0), (2, 2.0)):
+        extra = {"eval": {"return_mean": ret, "return_per_seed": [ret]}}
+        history = {"r": np.arange(4.0 * step)}
+        ckpt.save(
+            step,
+            _state(step),
+            algo="x",
+            config=CONFIG,
+            history=history,
+            eval_return=ret,
+            extra=extra,
+        )
+    ckpt.close()
+    return directory
+
+
+@pytest.mark.parametrize("signed", [False, True], ids=["unsigned", "hmac"])
+@pytest.mark.parametrize("field", list(RECORD_EDITS))
+def test_an_edited_record_field_is_refused(tmp_path, monkeypatch, field, signed):
+    if signed:
+        monkeypatch.setenv(HMAC_ENV, "k1")
+    d = _two_evaluated_steps(str(tmp_path / "c"))
+    Checkpointer(d).restore(2, LIKE, algo="x", config=CONFIG)  # intact: restores
+    _edit_record(d, 2, RECORD_EDITS[field])
+    for kwargs in ({}, {"algo": "x", "config": CONFIG}):
+        with pytest.raises(CheckpointError, match=r"step 2 .*integrity check: its record"):
+            Checkpointer(d).restore(2, LIKE, **kwargs)
+    with pytest.raises(CheckpointError, match=r"step 2 .*record"):
+        Checkpointer(d).verified_record(2)
     _assert_previous_step_still_good(d, config=CONFIG)
+
+
+def test_an_edited_eval_return_does_not_make_a_checkpoint_the_best(tmp_path):
+    d = _two_evaluated_steps(str(tmp_path / "c"))
+    assert Checkpointer(d).best_step() == 1  # returns 3.0 (step 1) and 2.0 (step 2)
+    _edit_record(d, 2, RECORD_EDITS["eval_return"])
+    assert Checkpointer(d).record(2)["eval_return"] == 1e9  # what an unchecked reader sees
+    assert Checkpointer(d).best_step() == 1
+
+
+def test_a_record_edited_together_with_its_hash_is_caught_by_the_hmac(tmp_path, monkeypatch):
+    def forge(r):  # a careful forger recomputes the record hash
+        r["step"] = 1
+        r["sha256"] = record_hash(r)
+
+    unsigned = _two_evaluated_steps(str(tmp_path / "unsigned"))
+    _edit_record(unsigned, 2, forge)
+    assert Checkpointer(unsigned).restore(2, LIKE)[2]["step"] == 1  # undetectable without a key
+    monkeypatch.setenv(HMAC_ENV, "k1")
+    signed = _two_evaluated_steps(str(tmp_path / "signed"))
+    _edit_record(signed, 2, forge)
+    with pytest.raises(CheckpointError, match=r"step 2 .*HMAC"):
+        Checkpointer(signed).restore(2, LIKE)
+    _assert_previous_step_still_good(signed, config=CONFIG)
+
+
+def test_the_record_hash_covers_every_field_but_itself_and_the_hmac():
+    record = {"format": 2, "step": 7500, "eval_return": 1.5, "config": {"lr": 0.1}}
+    base = record_hash(record)
+    assert record_hash({**record, "sha256": "x", "hmac": "y"}) == base
+    assert record_hash(dict(reversed(record.items()))) == base  # key order is irrelevant
+    for changed in ({"step": 1500}, {"eval_return": 1.25}, {"config": {"lr": 0.2}}, {"z": 0}):
+        assert record_hash({**record, **changed}) != base, changed
+
+
+def test_a_checkpoint_of_the_previous_format_is_refused_with_the_reason(tmp_path):
+    d = _two_steps(str(tmp_path / "c"))
+    _edit_record(d, 2, lambda r: r.update(format=1))
+    with pytest.raises(CheckpointError, match=r"step 2 .*older jaxlearn \(checkpoint format 1\)"):
+        Checkpointer(d).restore(2, LIKE)
+    _assert_previous_step_still_good(d)
 
 
 def test_unreadable_record_is_a_checkpoint_error(tmp_path):
@@ -387,12 +501,10 @@ def test_hmac_signed_checkpoints(tmp_path, monkeypatch):
 def test_hmac_catches_a_record_forged_with_a_recomputed_hash(tmp_path, monkeypatch):
     """The SHA-256 alone catches corruption, not an edit that recomputes it; the HMAC does."""
     forged_config = {**CONFIG, "lr": 0.5}
-    host = {"state": jax.device_get(to_savable(_state(2))), "history": {"r": np.arange(8.0)}}
-    forged_hash = content_hash(host, forged_config)
 
     def forge(r):
         r["config"] = forged_config
-        r["sha256"] = forged_hash
+        r["sha256"] = record_hash(r)
 
     unsigned = _two_steps(str(tmp_path / "unsigned"))
     _edit_record(unsigned, 2, forge)
@@ -405,6 +517,64 @@ def test_hmac_catches_a_record_forged_with_a_recomputed_hash(tmp_path, monkeypat
     with pytest.raises(CheckpointError, match=r"step 2 .*HMAC"):
         Checkpointer(signed).restore(2, LIKE)
     _assert_previous_step_still_good(signed)
+
+
+# ---- 4b. commits and declined saves -----------------------------------------------------------
+
+
+def test_a_step_is_reported_only_once_committed(tmp_path):
+    d = str(tmp_path / "c")
+    seen = []
+
+    def on_commit(step, record):
+        # at this moment a fresh reader (another process) already lists and loads the step
+        assert step in Checkpointer(d).steps()
+        seen.append((step, record["step"], record["eval_return"]))
+
+    ckpt = Checkpointer(d, keep=3, on_commit=on_commit)
+    ckpt.save(1, _state(1), algo="x", config=CONFIG, eval_return=0.5)
+    ckpt.save(2, _state(2), algo="x", config=CONFIG)  # commits 1 first
+    assert seen[0] == (1, 1, 0.5)
+    ckpt.close()
+    assert seen == [(1, 1, 0.5), (2, 2, None)]
+    sync = []
+    ckpt = Checkpointer(
+        str(tmp_path / "sync"), async_save=False, on_commit=lambda s, r: sync.append(s)
+    )
+    ckpt.save(4, _state(4), algo="x", config=CONFIG)
+    assert sync == [4]  # a synchronous save is committed when save returns
+    ckpt.close()
+    assert sync == [4]
+
+
+@pytest.mark.parametrize("async_save", [True, False])
+def test_a_declined_save_is_an_error(tmp_path, async_save):
+    d = str(tmp_path / "c")
+    seen = []
+    ckpt = Checkpointer(d, async_save=async_save, on_commit=lambda s, r: seen.append(s))
+    ckpt.save(2, _state(2), algo="x", config=CONFIG)
+    for step in (2, 1):  # Orbax's should_save is False for a step at or before the newest
+        with pytest.raises(
+            CheckpointError, match=rf"checkpoint {step} was not saved: Orbax declined"
+        ):
+            ckpt.save(step, _state(step), algo="x", config=CONFIG)
+    ckpt.close()
+    assert seen == [2]
+    assert Checkpointer(d).steps() == [2]
+    _assert_trees_identical(Checkpointer(d).restore(2, LIKE)[0], _state(2))
+
+
+def test_a_step_set_aside_can_be_saved_again(tmp_path):
+    d = str(tmp_path / "c")
+    ckpt = Checkpointer(d, keep=3)
+    ckpt.save(1, _state(1), algo="x", config=CONFIG)
+    ckpt.save(2, _state(2), algo="x", config=CONFIG)
+    ckpt.wait()
+    ckpt.set_aside(2, str(tmp_path / "aside" / "2"))
+    assert ckpt.steps() == [1] and os.path.isdir(tmp_path / "aside" / "2" / "state")
+    ckpt.save(2, _state(5), algo="x", config=CONFIG)  # not declined: 2 no longer lists
+    ckpt.close()
+    _assert_trees_identical(Checkpointer(d).restore(2, LIKE)[0], _state(5))
 
 
 # ---- 5. foreign checkpoints ------------------------------------------------------------------
@@ -595,6 +765,8 @@ def test_train_script_exits_3_on_divergence(tmp_path):
     assert not (out / "metrics.json").exists()
 
 
+DEFAULTS = config_defaults()
+
 # ---- 8. train.py --resume ---------------------------------------------------------------------
 
 SMALL_YAML = "algo: ppo\ntotal_timesteps: 4096\nnum_envs: 4\nnum_steps: 32\nnum_minibatches: 2\n"
@@ -628,10 +800,11 @@ def test_train_script_resume_errors(tmp_path, capsys):
         assert main(["--resume", str(no_ckpt), *extra]) == 2
         err = capsys.readouterr().err
         assert "--resume takes no other flags" in err and extra[0] in err
-    assert main(["--resume", str(no_ckpt)]) == 2
-    assert "no checkpoints folder" in capsys.readouterr().err
-
-    (no_ckpt / CHECKPOINT_DIR).mkdir()
+    # checkpoints exist but none is valid (another run's): an error, not a restart
+    # (a run with no checkpoint at all restarts: tests/test_rundir.py)
+    foreign = Checkpointer(str(no_ckpt / CHECKPOINT_DIR), async_save=False)
+    foreign.save(8, {"x": np.arange(3.0)}, algo="dqn", config={})
+    foreign.close()
     assert main(["--resume", str(no_ckpt)]) == 2
     assert "no valid checkpoint" in capsys.readouterr().err
     assert not (no_ckpt / "metrics.json").exists()
@@ -682,20 +855,27 @@ def test_train_script_resumes_skipping_a_damaged_checkpoint(tmp_path, capsys):
 
 def test_a_checkpoint_from_before_a_new_config_field_still_restores(tmp_path):
     """Fields added to jaxlearn later (lora_rank, init_from, memory_fraction, ...) are
-    missing from older checkpoints' configs: they match when they hold their defaults."""
+    missing from older checkpoints' configs: they match when they hold their defaults (the
+    run folder supplies them: the storage layer knows no config classes)."""
     old = {"algo": "ppo", "learning_rate": 0.001}
     ckpt = Checkpointer(str(tmp_path / "c"), async_save=False)
     ckpt.save(1, {"x": np.arange(3.0)}, algo="ppo", config=old)
     ckpt.close()
     like = {"x": np.zeros(3)}
+    with pytest.raises(CheckpointError, match=r"fields differ: \['hidden_sizes', 'lora_rank'\]"):
+        Checkpointer(str(tmp_path / "c")).restore(
+            1, like, config={**old, "lora_rank": 0, "hidden_sizes": [64, 64]}
+        )
     now = {**old, "lora_rank": 0, "init_from": None, "hidden_sizes": [64, 64]}
-    state, _, _ = Checkpointer(str(tmp_path / "c")).restore(1, like, algo="ppo", config=now)
+    state, _, _ = Checkpointer(str(tmp_path / "c")).restore(
+        1, like, algo="ppo", config=now, defaults=DEFAULTS
+    )
     np.testing.assert_array_equal(state["x"], np.arange(3.0))
     with pytest.raises(CheckpointError, match=r"fields differ: \['lora_rank'\]"):
         Checkpointer(str(tmp_path / "c")).restore(
-            1, like, algo="ppo", config={**old, "lora_rank": 2}
+            1, like, algo="ppo", config={**old, "lora_rank": 2}, defaults=DEFAULTS
         )
     with pytest.raises(CheckpointError, match=r"fields differ: \['learning_rate'\]"):
         Checkpointer(str(tmp_path / "c")).restore(
-            1, like, algo="ppo", config={**old, "learning_rate": 0.01}
+            1, like, algo="ppo", config={**old, "learning_rate": 0.01}, defaults=DEFAULTS
         )
