@@ -2,7 +2,7 @@
 
 Every algorithm config has these fields:
 
-- `env`: a registered name;
+- `env`: a registered name or an import path `package.module:factory` (see registry);
 - `env_kwargs`: constructor arguments of the env (e.g. `{dim: 3, max_obstacles: 12}`);
 - `env_params`: env parameter overrides (task envs, e.g. `{num_obstacles: 5}`);
 - `reward_weights`: reward component weight overrides (task envs, e.g. `{collision: -1}`);
@@ -19,7 +19,7 @@ from typing import Any
 
 from jaxlearn import rewards
 from jaxlearn.config import ConfigError, fail
-from jaxlearn.envs.registry import is_registered, make, make_vec, registered_envs
+from jaxlearn.envs.registry import EnvError, make, make_vec
 from jaxlearn.envs.task import TaskEnv
 
 ENV_FIELDS = ("env", "env_kwargs", "env_params", "reward_weights", "curriculum")
@@ -37,11 +37,11 @@ def _mapping(cfg: Any, field: str) -> dict[str, Any]:
 def base_env(cfg: Any) -> tuple[Any, Any]:
     """`(env, params)` of the config: constructed with `env_kwargs`, params overridden."""
     name = type(cfg).__name__
-    if not is_registered(cfg.env):
-        fail(name, "env", cfg.env, f"must be a registered env: {', '.join(registered_envs())}")
     kwargs = _mapping(cfg, "env_kwargs")
     try:
         env, params = make(cfg.env, **kwargs)
+    except EnvError as e:  # unknown name, or an import path / entry point that failed
+        fail(name, "env", cfg.env, e.reason)
     except TypeError as e:
         fail(name, "env_kwargs", kwargs, f"not accepted by {cfg.env}: {e}")
     overrides = _mapping(cfg, "env_params")

@@ -1,0 +1,1 @@
+"""Small, complete examples of using jaxlearn with your own code (see docs/custom-env.md)."""
