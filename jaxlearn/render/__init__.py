@@ -1,0 +1,314 @@
+"""Pictures of episodes: draw each state of an episode with matplotlib and write an animation.
+
+    info = render_episodes("runs/ppo_Navigation2D-v0", "nav.gif")   # a run folder
+    info = render_episodes("cartpole_policy", "cartpole.mp4")       # an exported policy
+
+or, with any policy `act(obs [B, ...]) -> action [B, ...]`:
+
+    states, rewards = collect_episode(act, env, env_params, key)
+    render(env, env_params, [states], "episode.gif")
+
+Frames: an episode of `L` steps gives `L + 1` frames, the state after `reset` and the state
+after each step (the last one is the state the episode ended in, before gymnax's automatic
+reset). Several episodes are written one after the other into one file. Each frame's title
+shows the step and the return so far, so no two consecutive frames are identical (GIF
+writers merge identical frames).
+
+Formats: `.gif` (Pillow, which ships with matplotlib) or `.mp4` (needs `ffmpeg` on PATH).
+Renderers are chosen by the env's class (`RENDERERS`; subclasses inherit their parent's);
+`renderable()` lists the env names they cover. Figures are made without pyplot, so
+rendering changes no global matplotlib state.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from gymnax.environments.classic_control import Acrobot, CartPole, Pendulum
+from matplotlib.animation import FFMpegWriter, PillowWriter
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure, SubplotParams
+
+from jaxlearn.envs.cooperative import Cooperative
+from jaxlearn.envs.exploration import Exploration
+from jaxlearn.envs.navigation import Navigation
+from jaxlearn.evaluation import default_max_steps
+from jaxlearn.render import classic, tasks
+
+__all__ = [
+    "RENDERERS",
+    "check_path",
+    "collect_episode",
+    "collect_episodes",
+    "render",
+    "render_episodes",
+    "renderable",
+    "renderer_for",
+]
+
+# env class -> (draw(fig, env, params, states, t), the registered names it covers)
+RENDERERS: dict[type, tuple[Callable[..., None], tuple[str, ...]]] = {
+    Navigation: (tasks.draw_navigation, ("Navigation2D-v0", "Navigation3D-v0")),
+    Exploration: (tasks.draw_exploration, ("Exploration-v0",)),
+    Cooperative: (tasks.draw_cooperative, ("Cooperative-v0",)),
+    CartPole: (classic.draw_cartpole, ("CartPole-v1",)),
+    Pendulum: (classic.draw_pendulum, ("Pendulum-v1",)),
+    Acrobot: (classic.draw_acrobot, ("Acrobot-v1",)),
+}
+
+SUFFIXES = (".gif", ".mp4")
+
+
+def renderable() -> list[str]:
+    """The env names that have a renderer."""
+    return [name for _, names in RENDERERS.values() for name in names]
+
+
+def renderer_for(env: Any) -> Callable[..., None]:
+    """The draw function for `env`'s class (or its nearest renderable base class).
+
+    Raises:
+        ValueError: no renderer; the message names the env and lists what can be rendered.
+    """
+    for cls in type(env).__mro__:
+        if cls in RENDERERS:
+            return RENDERERS[cls][0]
+    name = getattr(env, "name", type(env).__name__)
+    raise ValueError(
+        f"no renderer for env {name!r} (class {type(env).__name__}); renderable envs: "
+        f"{', '.join(renderable())} (pass the unwrapped env)"
+    )
+
+
+def check_path(path: str) -> str:
+    """The output format of `path` (`"gif"` or `"mp4"`), checked before any work is done.
+
+    Raises:
+        ValueError: another suffix, or `.mp4` without `ffmpeg` on PATH; the message names
+            the `--render` flag and the allowed suffixes.
+    """
+    suffix = os.path.splitext(str(path))[1].lower()
+    if suffix not in SUFFIXES:
+        raise ValueError(
+            f"--render {path!r} is invalid: the file name must end in .gif, or .mp4 when "
+            "ffmpeg is on PATH"
+        )
+    if suffix == ".mp4" and shutil.which("ffmpeg") is None:
+        raise ValueError(
+            f"--render {path!r} needs ffmpeg on PATH to write .mp4, and none was found: "
+            "install ffmpeg or use a .gif file name"
+        )
+    return suffix[1:]
+
+
+def _rollout(act, env, env_params, key, max_steps: int):
+    """One episode of `act` in a `lax.scan` of `max_steps` steps; frozen once it ends.
+
+    Returns the initial state, the states after each step `[max_steps, ...]`, rewards
+    `[max_steps]` and `active` `[max_steps]` (the step belongs to the episode).
+    """
+    k_reset, k_step = jax.random.split(key)
+    obs, state = env.reset(k_reset, env_params)
+
+    def body(carry, t):
+        obs, state, done = carry
+        action = jax.tree.map(lambda a: a[0], act(jax.tree.map(lambda o: o[None], obs)))
+        # step_env, not step: keep the state the episode ends in (step would auto-reset)
+        obs2, state2, reward, terminated, _ = env.step_env(
+            jax.random.fold_in(k_step, t), state, action, env_params
+        )
+        ended = jnp.logical_or(terminated, env.is_truncated(state2, env_params))
+        keep = lambda new, old: jnp.where(done, old, new)  # noqa: E731
+        state2 = jax.tree.map(keep, state2, state)
+        obs2 = jax.tree.map(keep, obs2, obs)
+        reward = jnp.where(done, 0.0, jnp.asarray(reward, jnp.float32))
+        return (obs2, state2, done | ended), (state2, reward, ~done)
+
+    carry = (obs, state, jnp.bool_(False))
+    _, (states, rewards, active) = jax.lax.scan(body, carry, jnp.arange(max_steps))
+    return state, states, rewards, active
+
+
+def collect_episodes(
+    act: Callable[[Any], Any],
+    env: Any,
+    env_params: Any,
+    keys: jax.Array,
+    max_steps: int | None = None,
+) -> list[tuple[Any, np.ndarray]]:
+    """Run one episode of `act` per key (one jitted, vmapped `lax.scan`); bring them to the host.
+
+    Args:
+        act: `obs [B, *obs_shape] -> action [B, ...]` (e.g. `load_policy(...).act`); it is
+            called with B = 1.
+        env: an unwrapped gymnax-style env (`jaxlearn.make(name)[0]`).
+        env_params: its params.
+        keys: `[E]` PRNG keys, one episode each.
+        max_steps: step limit; default the env's episode length (`default_max_steps`).
+
+    Returns:
+        Per episode `(states, rewards)`: the NumPy state pytree with a leading axis of
+        `L + 1` (the reset state, then the state after each step) and the rewards `[L]`
+        float32, for an episode of `L` steps.
+    """
+    if max_steps is None:
+        max_steps = int(default_max_steps(env_params))
+    if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
+        raise ValueError(f"collect_episodes: max_steps={max_steps!r} must be an int >= 1")
+    run = jax.jit(jax.vmap(lambda k: _rollout(act, env, env_params, k, max_steps)))
+    first, states, rewards, active = jax.device_get(run(keys))
+    out = []
+    for e in range(len(active)):
+        n = int(np.sum(active[e]))
+        episode = jax.tree.map(
+            lambda a, b, e=e, n=n: np.concatenate([np.asarray(a)[e][None], np.asarray(b)[e, :n]]),
+            first,
+            states,
+        )
+        out.append((episode, np.asarray(rewards[e, :n], np.float32)))
+    return out
+
+
+def collect_episode(
+    act: Callable[[Any], Any],
+    env: Any,
+    env_params: Any,
+    key: jax.Array,
+    max_steps: int | None = None,
+) -> tuple[Any, np.ndarray]:
+    """`(states, rewards)` of one episode: `collect_episodes` with the one key `key`."""
+    return collect_episodes(act, env, env_params, key[None], max_steps)[0]
+
+
+def _frames(states: Any) -> int:
+    return int(np.shape(jax.tree.leaves(states)[0])[0])
+
+
+def render(
+    env: Any,
+    env_params: Any,
+    episodes: Sequence[Any],
+    path: str,
+    *,
+    returns: Sequence[Sequence[float]] | None = None,
+    fps: int = 10,
+    dpi: int = 80,
+) -> int:
+    """Draw the states of each episode and write them as one animation to `path`.
+
+    Args:
+        env, env_params: the env the states come from (its class picks the renderer).
+        episodes: one host state pytree per episode, each with a leading time axis.
+        path: `.gif`, or `.mp4` when ffmpeg is on PATH.
+        returns: optional per-episode `[frames]` return so far, shown in the titles.
+        fps: frames per second.
+        dpi: dots per inch of the 4-inch-high figure.
+
+    Returns:
+        The number of frames written (the sum of the episodes' leading axes).
+    """
+    fmt = check_path(path)
+    draw = renderer_for(env)
+    name = getattr(env, "name", type(env).__name__)
+    # fixed margins: a constrained layout would double the drawing time of each frame
+    margins = SubplotParams(left=0.12, right=0.97, bottom=0.1, top=0.86, wspace=0.3)
+    fig = Figure(figsize=tasks.figure_size(env), subplotpars=margins)
+    FigureCanvasAgg(fig)
+    if fmt == "gif":
+        writer = PillowWriter(fps=fps)
+    else:
+        writer = FFMpegWriter(fps=fps, codec="libx264", extra_args=["-pix_fmt", "yuv420p"])
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    count = 0
+    with writer.saving(fig, path, dpi):
+        for e, states in enumerate(episodes):
+            n = _frames(states)
+            for t in range(n):
+                fig.clear()
+                draw(fig, env, env_params, states, t)
+                title = f"{name}  episode {e + 1}/{len(episodes)}  step {t}/{n - 1}"
+                if returns is not None:
+                    title += f"  return {returns[e][t]:.2f}"
+                fig.suptitle(title, fontsize=9)
+                writer.grab_frame()
+                count += 1
+    return count
+
+
+def _policy_and_env(source: Any, checkpoint: Any, seed_index: int):
+    """`(act, env, env_params)` from a run folder, an export folder or an ExportedPolicy."""
+    from jaxlearn.envs.registry import make
+    from jaxlearn.envs.setup import base_env, make_curriculum
+    from jaxlearn.export import ExportedPolicy, export_from_run, load_policy, load_run
+
+    if isinstance(source, ExportedPolicy):
+        policy = source
+    elif isinstance(source, str) and os.path.isfile(os.path.join(source, "policy.json")):
+        policy = load_policy(source)
+    else:
+        run = load_run(source, checkpoint)
+        env, env_params = base_env(run.algo_cfg)
+        c_state = getattr(run.state, "curriculum", None)
+        curriculum = make_curriculum(run.algo_cfg, env, env_params)
+        if curriculum is not None and c_state is not None:
+            # the curriculum stage this seed had reached, as its evaluation uses
+            env_params = curriculum.env_params(jax.tree.map(lambda x: x[seed_index], c_state))
+        with tempfile.TemporaryDirectory() as tmp:
+            out = os.path.join(tmp, "policy")
+            export_from_run(source, out, seed_index, checkpoint=run.step)
+            policy = load_policy(out)
+        return policy.act, env, env_params
+    cfg = policy.spec["config"]
+    env, env_params = make(cfg["env"], **(cfg.get("env_kwargs") or {}))
+    return policy.act, env, env_params
+
+
+def render_episodes(
+    source: Any,
+    path: str,
+    episodes: int = 1,
+    seed: int = 0,
+    *,
+    checkpoint: Any = "best",
+    seed_index: int = 0,
+    max_steps: int | None = None,
+    fps: int = 10,
+) -> dict[str, Any]:
+    """Render greedy episodes of a trained policy to `path` (`.gif`, or `.mp4` with ffmpeg).
+
+    Args:
+        source: a run folder (its `checkpoint` of seed `seed_index` is exported and
+            loaded; the env has the run's `env_params` and, with a curriculum, the stage
+            that seed reached), an exported policy folder (`policy.json`: the env is built
+            from its `env` and `env_kwargs` with default params), or an `ExportedPolicy`.
+        path: the animation file.
+        episodes: episodes drawn one after the other; episode `i` resets with
+            `jax.random.split(jax.random.key(seed), episodes)[i]`.
+        max_steps: step limit per episode (default: the env's episode length).
+        fps: frames per second.
+
+    Returns:
+        `path`, `frames`, `lengths` and `returns` per episode.
+    """
+    check_path(path)  # before restoring anything
+    if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
+        raise ValueError(f"render_episodes: episodes={episodes!r} must be an int >= 1")
+    act, env, env_params = _policy_and_env(source, checkpoint, seed_index)
+    renderer_for(env)  # fail before running episodes
+    keys = jax.random.split(jax.random.key(seed), episodes)
+    runs = collect_episodes(act, env, env_params, keys, max_steps)
+    so_far = [np.concatenate([[0.0], np.cumsum(rewards)]) for _, rewards in runs]
+    frames = render(env, env_params, [s for s, _ in runs], path, returns=so_far, fps=fps)
+    return {
+        "path": path,
+        "frames": frames,
+        "lengths": [len(rewards) for _, rewards in runs],
+        "returns": [float(np.sum(rewards)) for _, rewards in runs],
+    }
