@@ -7,14 +7,11 @@ state, metrics = train(jax.random.split(jax.random.key(0), 8))
 
 `import jaxlearn` changes nothing in the process (no environment variables, no `jax.config`)
 and imports no submodule: `jaxlearn.ppo`, `jaxlearn.dqn`, `jaxlearn.buffers`, `jaxlearn.envs`,
-`jaxlearn.spaces`, ... load on first use. Programs that want jaxlearn's CPU backend settings
-call `jaxlearn.configure_cpu()` before their first computation (the scripts do).
+`jaxlearn.spaces`, ... load on first use, so the bare import starts no JAX backend either.
 """
 
 import importlib as _importlib
 import typing as _typing
-
-from jaxlearn._runtime import configure_cpu
 
 __version__ = "0.1.0"
 
@@ -40,7 +37,6 @@ __all__ = [
     "Learner",
     "algos",
     "buffers",
-    "configure_cpu",
     "distributions",
     "dqn",
     "envs",

@@ -41,8 +41,6 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-import jaxlearn
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCHES = ("env_step", "ppo_e2e", "dqn_e2e", "buffer", "memory", "sweep", "devices")
 ENV_NAME = "CartPole-v1"
@@ -1379,9 +1377,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.setup_peers is not None:
         return setup_peers(args.setup_peers)
 
-    # Before any computation, so jaxlearn's CPU backend settings (jaxlearn/_runtime.py) apply
-    # to every row, the gymnax ones included.
-    jaxlearn.configure_cpu()
     # Memory is allocated as needed instead of 75% of the GPU up front, so a peer subprocess
     # can run on the same device after us; recorded in every row.
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")

@@ -16,8 +16,6 @@ import logging
 import sys
 import time
 
-from jaxlearn import configure_cpu
-
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
@@ -47,7 +45,6 @@ def _int_at_least(flag: str, value: str, minimum: int) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Exit status: 0 done, 2 bad input or checkpoint."""
     args = parse_args(argv)
-    configure_cpu()  # before any computation; after parsing, so --help stays quick
     log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
     try:
         episodes = _int_at_least("--episodes", args.episodes, 1)

@@ -18,8 +18,6 @@ import json
 import os
 import sys
 
-from jaxlearn import configure_cpu
-
 SPEC_FLAGS = (
     "num_trials",
     "batch_size",
@@ -60,7 +58,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Exit status: 0 done, 2 bad input."""
     args = parse_args(argv)
-    configure_cpu()  # before any computation; after parsing, so --help stays quick
     from jaxlearn import sweep
 
     if args.export_best and os.path.exists(args.export_best):

@@ -13,8 +13,6 @@ import json
 import os
 import sys
 
-from jaxlearn import configure_cpu
-
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
@@ -76,8 +74,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def _initialize_distributed(args: argparse.Namespace) -> None:
-    """`jax.distributed.initialize` before jaxlearn is imported (its gymnax import starts the
-    XLA backend, after which JAX refuses to initialise). Flags left out come from the
+    """`jax.distributed.initialize` before jaxlearn's envs are imported (their gymnax import
+    starts the XLA backend, after which JAX refuses to initialise). Flags left out come from the
     environment as JAX reads it (SLURM, Open MPI, TPU pods, or JAX_COORDINATOR_ADDRESS,
     JAX_NUM_PROCESSES, JAX_PROCESS_ID); CPU processes talk through gloo."""
     import jax
@@ -100,7 +98,6 @@ def _initialize_distributed(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Exit status: 0 done, 2 bad input (nothing written), 3 the run diverged."""
     args = parse_args(argv)
-    configure_cpu()  # before any computation; after parsing, so --help stays quick
     dist_flags = ("distributed", "coordinator_address", "num_processes", "process_id")
     if args.distributed:
         try:
