@@ -7,6 +7,7 @@ import importlib
 import importlib.metadata
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -317,3 +318,17 @@ def test_train_resume_evaluate_the_example_env_from_the_scripts(in_root, tmp_pat
     resumed = _script(TRAIN, "--resume", str(partial))
     assert json.loads(resumed.stdout.strip().splitlines()[-1])["run_dir"] == str(partial)
     assert json.loads((partial / "metrics.json").read_text())["env"] == REACH
+
+
+@pytest.mark.slow
+def test_the_python_example_in_the_docs_trains(in_root):
+    """docs/custom-env.md's "From Python" block, run as written, learns the task."""
+    doc = open(os.path.join(ROOT, "docs", "custom-env.md")).read()
+    section = doc[doc.index("## From Python") :]
+    code = section[section.index("```python\n") + len("```python\n") :]
+    code = code[: code.index("```")]
+    assert 'jaxlearn.register("Reach1D-v0", make)' in code and "make_train" in code
+    out = _script("-c", code).stdout
+    first, last = (float(v) for v in re.findall(r"update (-?[\d.]+)", out))
+    random_return = np_random_policy_return()
+    assert first < 0.5 * random_return < last, (out, random_return)
