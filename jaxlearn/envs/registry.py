@@ -89,7 +89,10 @@ def _builtin(name: str) -> bool:
 def _cwd_importable() -> None:
     """Put the working directory first on `sys.path`, as `python -m` does (a script run as
     `python scripts/train.py` has its own folder there instead)."""
-    cwd = os.getcwd()
+    try:
+        cwd = os.getcwd()
+    except OSError:  # the working directory was removed: nothing to add
+        return
     if "" not in sys.path and cwd not in sys.path:
         sys.path.insert(0, cwd)
 
