@@ -82,10 +82,6 @@ def registered_envs() -> list[str]:
     return names
 
 
-def _builtin(name: str) -> bool:
-    return name in _REGISTRY or name in gymnax.registered_envs
-
-
 def _cwd_importable() -> None:
     """Put the working directory first on `sys.path`, as `python -m` does (a script run as
     `python scripts/train.py` has its own folder there instead)."""
@@ -119,8 +115,8 @@ def _import_attribute(name: str, path: str, origin: str = "") -> EnvFactory:
             raise EnvError(
                 name,
                 f"{origin}module {module_name!r} not found (looked in the working directory "
-                f"{os.getcwd()} and sys.path; is the package installed, or are you in the "
-                "folder that holds it?)",
+                "and sys.path; is the package installed, or are you in the folder that "
+                "holds it?)",
             ) from None
         raise EnvError(
             name, f"{origin}importing module {module_name!r} failed: {type(e).__name__}: {e}"
