@@ -10,9 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import jax
 import numpy as np
 from matplotlib.colors import ListedColormap
 from matplotlib.patches import Circle, Rectangle
+
+from jaxlearn.envs.exploration import coverage
 
 AGENT = "tab:blue"
 GOAL = "tab:green"
@@ -28,6 +31,11 @@ def figure_size(env: Any) -> tuple[float, float]:
 
 def _at(states: Any, field: str, t: int) -> np.ndarray:
     return np.asarray(getattr(states, field))[t]
+
+
+def _state(states: Any, t: int) -> Any:
+    """The state of frame `t` (no time axis)."""
+    return jax.tree.map(lambda x: np.asarray(x)[t], states)
 
 
 def _room(ax: Any, width: float, height: float, xlabel: str, ylabel: str) -> None:
@@ -152,8 +160,7 @@ def draw_exploration(fig: Any, env: Any, params: Any, states: Any, t: int) -> No
     trail = np.asarray(states.pos)[: t + 1] + 0.5
     ax.plot(trail[:, 0], trail[:, 1], lw=1.0, color="tab:red", alpha=0.5)
     ax.plot(*trail[-1], marker="o", ms=10, color="tab:red", mec="black")
-    free = max(int(_at(states, "num_free", t)), 1)
-    cov = np.sum(visited & ~blocked) / free
+    cov = float(coverage(_state(states, t)))
     n_found = int(np.sum(found & mask))
     ax.set_title(
         f"coverage {cov:.2f}, resources found {n_found}/{int(np.sum(mask))}, "
@@ -176,10 +183,8 @@ def draw_cooperative(fig: Any, env: Any, params: Any, states: Any, t: int) -> No
     ax.plot(*goal, marker="*", ms=12, color=GOAL, ls="none")
     pos = _at(states, "pos", t)
     n = pos.shape[0]
-    radius = float(params.formation_radius)
-    angle = 2 * np.pi * np.arange(n) / n
     centroid = pos.mean(axis=0)
-    slots = centroid + radius * np.stack([np.cos(angle), np.sin(angle)], axis=-1)
+    slots = centroid + np.asarray(env.slot_offsets(params))
     comm = _at(states, "comm", t)
     loud = np.abs(comm).mean(axis=-1) if comm.shape[-1] else np.zeros(n)
     for i in range(n):
@@ -188,7 +193,7 @@ def draw_cooperative(fig: Any, env: Any, params: Any, states: Any, t: int) -> No
             ax.plot(*np.stack([pos[i], pos[j]], axis=1), color="tab:purple", lw=1.5, alpha=alpha)
     ax.plot(*centroid, marker="x", ms=8, color="black", ls="none")
     trails = np.asarray(states.pos)[: t + 1]
-    score = np.exp(-((np.linalg.norm(pos - slots, axis=-1) / radius) ** 2))
+    score = np.asarray(env.agent_scores(pos, params))
     for i in range(n):
         colour = f"C{i % 10}"
         ax.plot(trails[:, i, 0], trails[:, i, 1], lw=0.8, color=colour, alpha=0.5)
