@@ -39,7 +39,10 @@ from matplotlib.figure import Figure, SubplotParams
 from jaxlearn.envs.cooperative import Cooperative
 from jaxlearn.envs.exploration import Exploration
 from jaxlearn.envs.navigation import Navigation
+from jaxlearn.envs.registry import make
+from jaxlearn.envs.setup import base_env, make_curriculum
 from jaxlearn.evaluation import default_max_steps
+from jaxlearn.export import ExportedPolicy, export_from_run, load_policy, load_run
 from jaxlearn.render import classic, tasks
 
 __all__ = [
@@ -244,10 +247,6 @@ def render(
 
 def _policy_and_env(source: Any, checkpoint: Any, seed_index: int):
     """`(act, env, env_params)` from a run folder, an export folder or an ExportedPolicy."""
-    from jaxlearn.envs.registry import make
-    from jaxlearn.envs.setup import base_env, make_curriculum
-    from jaxlearn.export import ExportedPolicy, export_from_run, load_policy, load_run
-
     if isinstance(source, ExportedPolicy):
         policy = source
     elif isinstance(source, str) and os.path.isfile(os.path.join(source, "policy.json")):
