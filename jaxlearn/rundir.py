@@ -364,7 +364,8 @@ def create(out: str | None, run_cfg: RunConfig, algo_cfg: Any) -> RunFolder:
     target = out if out is not None else default_path(run_cfg.algo, algo_cfg.env)
     parent = os.path.dirname(os.path.abspath(target))
     os.makedirs(parent, exist_ok=True)
-    tmp = os.path.join(parent, f".{os.path.basename(target)}.partial-{uuid.uuid4().hex[:12]}")
+    name = os.path.basename(os.path.normpath(target))
+    tmp = os.path.join(parent, f".{name}.partial-{uuid.uuid4().hex[:12]}")
     os.mkdir(tmp)
     lock = None
     try:

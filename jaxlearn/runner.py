@@ -421,6 +421,7 @@ def _loop(
     every = run_cfg.checkpoint_every
     first_call = done_updates // chunk_size
     calls_done = 0
+    completed = False
     try:
         for c in range(first_call, num_calls):
             active = min(chunk_size, num_updates - done_updates)
@@ -460,10 +461,11 @@ def _loop(
                 ckpt.close()
                 log(f"[stopped] after {calls_done} chunk(s); resume with --resume {run_dir}")
                 return {"run_dir": run_dir, "stopped_at_update": done_updates}
+        completed = True
     finally:
         if logger is not None:
             logger.close()
-        if sys.exc_info()[0] is not None:  # an error is on its way out: keep it
+        if not completed:  # an error is on its way out: wait for the writes, keep the error
             ckpt.close(quiet=True)
     ckpt.close()
 

@@ -694,8 +694,17 @@ DQN_DIVERGES = DQNConfig(**{**to_dict(DQN_SMALL), "learning_rate": 1e30})
 def test_divergence_raises_and_keeps_the_last_good_checkpoint(tmp_path):
     out = str(tmp_path / "run")
     run_cfg = RunConfig(algo="dqn", num_chunks=4, eval_episodes=0)
+    reported = []
+
+    def log(line):  # "checkpoint N" only once another reader can list N
+        if line.startswith("  checkpoint "):
+            step = int(line.split()[1])
+            assert step in Checkpointer(os.path.join(out, CHECKPOINT_DIR)).steps(), line
+            reported.append(step)
+
     with pytest.raises(DivergenceError, match="NaN or Inf") as info:
-        run(run_cfg, DQN_DIVERGES, out=out, log=_quiet)
+        run(run_cfg, DQN_DIVERGES, out=out, log=log)
+    assert reported == [30]
     msg = str(info.value)
     update = int(re.search(r"at update (\d+)", msg).group(1))
     # no learning during chunk 1 (learning_starts=300 = 30 updates): its checkpoint is good

@@ -8,12 +8,14 @@ import jax
 import numpy as np
 import pytest
 
+from jaxlearn import rundir
 from jaxlearn.algos.dqn import DQNConfig
 from jaxlearn.algos.dqn import make_learner as make_dqn_learner
 from jaxlearn.algos.dqn.train import make_agent
 from jaxlearn.algos.ppo import PPOConfig
 from jaxlearn.algos.ppo import make_learner as make_ppo_learner
 from jaxlearn.algos.ppo.train import make_policy
+from jaxlearn.checkpoint import CheckpointError
 from jaxlearn.envs.setup import base_env, build_env
 from jaxlearn.envs.wrappers import observation_normalizer
 from jaxlearn.export import (
@@ -217,3 +219,25 @@ def test_missing_files(tmp_path, cartpole):
     os.remove(os.path.join(path, SPEC_FILE))
     with pytest.raises(FileNotFoundError, match="policy.json' is missing"):
         load_policy(path)
+
+
+def test_export_reads_runs_through_rundir_and_an_edited_record_is_no_best(run_dir, tmp_path):
+    """`export.load_run` is the run folder's reader; editing a checkpoint's eval_return (to
+    make it "best") or its step gets it refused, and "best" ranks verified records only."""
+    assert load_run is rundir.load_run
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    records = {s: load_run(str(copy), s).record for s in (8, 16)}
+    best = max(records, key=lambda s: records[s]["eval_return"])
+    other = 8 if best == 16 else 16
+    assert load_run(str(copy), "best").step == best
+    path = copy / "checkpoints" / str(other) / "record" / "metadata"
+    record = json.loads(path.read_text())
+    record["eval_return"] = 1e9
+    path.write_text(json.dumps(record))
+    assert load_run(str(copy), "best").step == best
+    with pytest.raises(CheckpointError, match=rf"step {other} .*integrity check: its record"):
+        load_run(str(copy), other)
+    with pytest.raises(CheckpointError, match="integrity check: its record"):
+        export_from_run(str(copy), str(tmp_path / "p"), checkpoint=other)
+    assert not (tmp_path / "p").exists()
