@@ -312,7 +312,7 @@ def _gae_numpy(rewards, values, next_values, terminated, done, gamma, lam):
 
 @functools.cache
 def _counter_learner():
-    """(config, learner, jitted update) on the counter env, compiled once per module."""
+    """(config, learner, jitted init, jitted update) on the counter env, compiled once."""
     registry.register("PPORefCounter-v0", lambda: Counter(), overwrite=True)
     cfg = PPOConfig(
         env="PPORefCounter-v0",
@@ -328,7 +328,7 @@ def _counter_learner():
         hidden_sizes=(4,),
     )
     learner = make_learner(cfg)
-    return cfg, learner, jax.jit(learner.update)
+    return cfg, learner, jax.jit(learner.init), jax.jit(learner.update)
 
 
 def _counter_advantages(params, cfg, bootstrap_from="final_obs"):
@@ -350,8 +350,8 @@ def test_update_bootstraps_from_final_obs():
     """With one epoch of one minibatch, the loss is evaluated at the rollout's own params
     (ratio 1, V = V_old), so value_loss = mean(adv**2) / 2 and, with raw advantages,
     policy_loss = -mean(adv): two moments of the GAE advantages the update used."""
-    cfg, learner, update = _counter_learner()
-    state = learner.init(jax.random.key(0), learner.hparams)
+    cfg, learner, init, update = _counter_learner()
+    state = init(jax.random.key(0), learner.hparams)
     _, metrics = update(state, learner.hparams)
     adv = _counter_advantages(state.params, cfg)
     times, trunc, term = _counter_rollout(cfg.num_steps)
@@ -374,10 +374,10 @@ def test_learning_rate_anneals_linearly_and_reaches_the_step():
     """One Adam step from the same state and rollout at update_step k moves the params by
     (1 - k / num_updates) times the move at k = 0; Adam's first step is ~lr * sign(grad),
     so the largest move is the learning rate itself."""
-    cfg, learner, update = _counter_learner()
+    cfg, learner, init, update = _counter_learner()
     lr = 0.01
     hparams = learner.hparams.replace(learning_rate=jnp.float32(lr))
-    state = learner.init(jax.random.key(1), hparams)
+    state = init(jax.random.key(1), hparams)
     flat = lambda p: np.concatenate([np.ravel(x) for x in jax.tree.leaves(p)])  # noqa: E731
     p0 = flat(state.params)
     moves = {}
