@@ -34,6 +34,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -166,6 +167,22 @@ def _config_diff(
     return diff
 
 
+def _eval_return(metrics: Mapping[str, Any]) -> float:
+    return metrics["eval_return"]
+
+
+def _quiet_missing_metrics() -> None:
+    """Drop Orbax's warning for a save without metrics (runs without evaluations)."""
+    log = logging.getLogger("absl")
+    if not any(getattr(f, "_jaxlearn", False) for f in log.filters):
+
+        def keep(record: logging.LogRecord) -> bool:
+            return "did not provide metrics" not in record.getMessage()
+
+        keep._jaxlearn = True  # type: ignore[attr-defined]
+        log.addFilter(keep)
+
+
 class Checkpointer:
     """Save and restore whole runs in `directory` (created if missing).
 
@@ -199,7 +216,7 @@ class Checkpointer:
             [
                 pp.LatestN(keep),
                 pp.BestN(
-                    get_metric_fn=lambda m: m["eval_return"],
+                    get_metric_fn=_eval_return,
                     n=1,
                     keep_checkpoints_without_metrics=False,
                 ),
@@ -217,6 +234,7 @@ class Checkpointer:
         )
         # The item handlers need the same options: Orbax builds them with primary_host=0
         # otherwise, and process i > 0 would write empty `state`/`record` folders.
+        _quiet_missing_metrics()
         registry = ocp.handlers.DefaultCheckpointHandlerRegistry()
         standard = (ocp.StandardCheckpointHandler, ocp.args.StandardSave, ocp.args.StandardRestore)
         json_ = (ocp.JsonCheckpointHandler, ocp.args.JsonSave, ocp.args.JsonRestore)
@@ -232,6 +250,11 @@ class Checkpointer:
             self.directory,
             options=ocp.CheckpointManagerOptions(
                 preservation_policy=policy,
+                # Orbax writes each step's metrics to disk only with a best_fn; without
+                # them a reloaded manager (a resumed run) forgets the best step's return
+                # and retention deletes it
+                best_fn=_eval_return,
+                best_mode="max",
                 enable_async_checkpointing=async_save and not multi,
                 create=jax.process_count() == 1,
                 multiprocessing_options=multiprocessing,

@@ -237,6 +237,11 @@ def test_keeps_newest_n_plus_the_best(tmp_path):
     assert again.latest_step() == 5
     state, _, record = again.restore(2, {"x": jax.ShapeDtypeStruct((3,), np.arange(3).dtype)})
     assert record["eval_return"] == 9.0 and list(state["x"]) == [2, 3, 4]
+    # a resumed run (a new manager, which reloads the steps from disk) still keeps the best
+    for step, ret in ((6, 5.0), (7, 6.0)):
+        again.save(step, {"x": np.arange(3) + step}, algo="x", config={}, eval_return=ret)
+    again.close()
+    assert Checkpointer(str(tmp_path / "c")).steps() == [2, 6, 7]
 
 
 def test_without_evaluations_only_the_newest_n_are_kept(tmp_path):
