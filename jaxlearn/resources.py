@@ -21,6 +21,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from jaxlearn import algos
 from jaxlearn.config import ConfigError
 
 GIB = 1024**3
@@ -99,8 +100,6 @@ def state_parts(algo_cfg: Any) -> tuple[dict[str, tuple[int, str]], Any, Any]:
     """Per-seed bytes of each train-state field, by abstract evaluation of `init`.
 
     Returns (parts, abstract state, learner)."""
-    from jaxlearn import algos  # the algorithm registry sits above this module
-
     _, make_learner = algos.ALGOS[_algo_name(algo_cfg)]
     learner = make_learner(algo_cfg)
     shapes = jax.eval_shape(learner.init, jax.random.key(0), learner.hparams)
@@ -118,8 +117,6 @@ def state_parts(algo_cfg: Any) -> tuple[dict[str, tuple[int, str]], Any, Any]:
 
 
 def _algo_name(algo_cfg: Any) -> str:
-    from jaxlearn import algos
-
     for name, (cls, _) in algos.ALGOS.items():
         if isinstance(algo_cfg, cls):
             return name
@@ -158,20 +155,22 @@ def estimate(algo_cfg: Any, num_seeds: int = 1, eval_episodes: int = 0) -> Estim
     return Estimate(num_seeds, {**parts, **transient}, host_bytes=state_bytes * num_seeds)
 
 
-def available_memory(device: Any = None) -> tuple[int, str]:
-    """(bytes, what) the run may use: an accelerator's memory limit, or on the CPU the
-    host's available memory (`MemAvailable`)."""
-    device = device or jax.local_devices()[0]
-    stats = None
-    if device.platform != "cpu":
+def available_memory(devices: list | None = None) -> tuple[int, str]:
+    """(bytes, what) a run on `devices` may use: their accelerators' free memory added up,
+    or on the CPU the host's available memory (`MemAvailable`)."""
+    devices = devices or jax.local_devices()[:1]
+    if devices[0].platform == "cpu":
+        return _host_available(), "available host memory"
+    total = 0
+    for d in devices:
         try:
-            stats = device.memory_stats()
+            stats = d.memory_stats() or {}
         except Exception:  # some backends do not report it
-            stats = None
-    if stats and stats.get("bytes_limit"):
-        used = stats.get("bytes_in_use", 0)
-        return int(stats["bytes_limit"]) - int(used), f"{device.device_kind} memory"
-    return _host_available(), "available host memory"
+            stats = {}
+        if not stats.get("bytes_limit"):
+            return _host_available(), "available host memory"
+        total += int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
+    return total, f"free memory of {len(devices)} {devices[0].device_kind} device(s)"
 
 
 def _host_available() -> int:
@@ -201,11 +200,11 @@ def check(est: Estimate, limit: tuple[int, str], on_host: bool | None = None) ->
     raise ConfigError(
         f"the run needs about {_fmt(need)} of memory but {what} is {_fmt(limit_bytes)}: "
         f"the largest part is {part} ({_fmt(size)} per seed x {est.num_seeds} seed(s)), "
-        f"sized by {field}; lower {field} or num_seeds (or raise --max-memory)"
+        f"sized by {field}; lower {field} or num_seeds (or set max_memory)"
     )
 
 
-def parse_bytes(text: str) -> int:
+def parse_bytes(text: str, where: str = "--max-memory") -> int:
     """`"8GiB"`, `"512MB"`, `"1e9"` -> bytes (binary and decimal units)."""
     units = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
     units.update({"KIB": 1024, "MIB": 1024**2, "GIB": GIB, "TIB": 1024**4})
@@ -216,8 +215,8 @@ def parse_bytes(text: str) -> int:
         value = float(num) * units[unit]
     except (ValueError, KeyError):
         raise ConfigError(
-            f"--max-memory={text!r} is invalid: a size such as 8GiB, 512MiB, 16GB or 1e9"
+            f"{where}={text!r} is invalid: a size such as 8GiB, 512MiB, 16GB or 1e9"
         ) from None
     if not math.isfinite(value) or value <= 0:
-        raise ConfigError(f"--max-memory={text!r} is invalid: must be a positive size")
+        raise ConfigError(f"{where}={text!r} is invalid: must be a positive size")
     return int(value)

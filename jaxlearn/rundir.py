@@ -43,7 +43,7 @@ from typing import Any, NamedTuple
 import jax
 import yaml
 
-from jaxlearn import algos
+from jaxlearn import algos, resources
 from jaxlearn.checkpoint import Checkpointer, CheckpointError
 from jaxlearn.config import (
     ConfigError,
@@ -113,6 +113,7 @@ class RunConfig:
     devices: str | int = "auto"  # auto | all | N: local devices the seeds are sharded over
     init_from: str | None = None  # a run folder whose network this run starts from
     init_checkpoint: str = "best"  # which of its checkpoints: best | latest | an update step
+    max_memory: str | None = None  # refuse runs estimated above this (e.g. 8GiB); None: free
 
     def __post_init__(self):
         check_choice(self, "algo", sorted(algos.ALGOS))
@@ -127,6 +128,8 @@ class RunConfig:
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"RunConfig.seed={self.seed!r} is invalid: must be an integer >= 0")
         check_range(self, "final_fraction", 0.0, 1.0, low_open=True)
+        if self.max_memory is not None:
+            resources.parse_bytes(self.max_memory, "RunConfig.max_memory")
         try:
             parse_checkpoint(self.init_checkpoint)
         except ValueError:

@@ -21,7 +21,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec
 
-from jaxlearn import algos, lora, rundir, transfer
+from jaxlearn import algos, lora, resources, rundir, transfer
 from jaxlearn.algos.base import Learner
 from jaxlearn.checkpoint import Checkpointer
 from jaxlearn.logging import (
@@ -105,6 +105,7 @@ def run(
     would (its checkpoint can be resumed with `resume`).
     """
     learner, devices = _make_learner(run_cfg, algo_cfg)  # checked; nothing compiled yet
+    memory = check_memory(run_cfg, algo_cfg, devices)
     source = None
     if run_cfg.init_from is not None:  # checked against this network before the run exists
         source = transfer.load_source(run_cfg.init_from, run_cfg.init_checkpoint)
@@ -124,7 +125,16 @@ def run(
         folder = rundir.create(out, run_cfg, algo_cfg)
     with folder:
         return _loop(
-            folder, run_cfg, algo_cfg, learner, devices, None, log, stop_after_chunks, source
+            folder,
+            run_cfg,
+            algo_cfg,
+            learner,
+            devices,
+            None,
+            log,
+            stop_after_chunks,
+            source,
+            memory,
         )
 
 
@@ -186,6 +196,7 @@ def resume(
     with folder:
         run_cfg, algo_cfg = folder.read_config()
         learner, devices = _make_learner(run_cfg, algo_cfg)
+        memory = check_memory(run_cfg, algo_cfg, devices)
         mode = "resume"
         if not folder.has_checkpoint():
             _barrier("checked_for_checkpoints")  # every process has looked before a move
@@ -197,7 +208,21 @@ def resume(
                     + (f" (earlier TensorBoard events moved to {moved})" if moved else "")
                 )
             mode = None
-        return _loop(folder, run_cfg, algo_cfg, learner, devices, mode, log, stop_after_chunks)
+        return _loop(
+            folder, run_cfg, algo_cfg, learner, devices, mode, log, stop_after_chunks, None, memory
+        )
+
+
+def check_memory(run_cfg: RunConfig, algo_cfg: Any, devices: list) -> resources.Estimate:
+    """The run's memory estimate (`jaxlearn.resources`); raises `ConfigError` naming the
+    field that drives it when it exceeds the devices' free memory or `max_memory`."""
+    est = resources.estimate(algo_cfg, run_cfg.num_seeds, run_cfg.eval_episodes)
+    limit = resources.available_memory(devices)
+    if run_cfg.max_memory is not None:
+        cap = resources.parse_bytes(run_cfg.max_memory, "RunConfig.max_memory")
+        limit = min(limit, (cap, f"max_memory={run_cfg.max_memory}"))
+    resources.check(est, limit, on_host=devices[0].platform == "cpu")
+    return est
 
 
 def _make_learner(run_cfg: RunConfig, algo_cfg: Any) -> tuple[Learner, list]:
@@ -249,6 +274,7 @@ def _loop(
     log: Callable[[str], None] | None,
     stop_after_chunks: int | None,
     source: Any = None,
+    memory: resources.Estimate | None = None,
 ) -> dict[str, Any]:
     run_dir = folder.path
     chief = jax.process_index() == 0
@@ -389,6 +415,8 @@ def _loop(
         f"{compile_seconds:.1f}s; run folder {run_dir}"
     )
     log(f"  parameters: {trainable:,} trainable of {num_params:,}")
+    if memory is not None:
+        log(f"  {memory.summary()}")
 
     def save(step: int) -> None:
         eval_return = None
@@ -485,6 +513,7 @@ def _loop(
         / max(run_seconds, 1e-9),
         "run_seconds": run_seconds,
         "compile_seconds": compile_seconds,
+        "memory_estimate": None if memory is None else memory.to_dict(),
         "final_return_mean": float(np.nanmean(per_seed)),
         "final_return_min": float(np.nanmin(per_seed)),
         "final_return_per_seed": [float(x) for x in per_seed],

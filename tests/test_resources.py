@@ -115,3 +115,33 @@ def test_estimate_is_within_2x_of_the_measured_peak():
     assert got["grew"] > 0
     ratio = got["est"] / got["grew"]
     assert 0.5 <= ratio <= 2.0, got
+
+
+def test_a_run_over_max_memory_is_refused_before_its_folder_exists(tmp_path):
+    from jaxlearn.runner import resolve_config, run
+
+    run_cfg, algo_cfg = resolve_config(
+        overrides={"algo": "dqn", "max_memory": "1MiB", "buffer_size": 100_000}
+    )
+    out = tmp_path / "run"
+    with pytest.raises(ConfigError, match=r"max_memory=1MiB is 1\.0 MiB.*buffer_size"):
+        run(run_cfg, algo_cfg, out=str(out))
+    assert not out.exists()
+    with pytest.raises(ConfigError, match="RunConfig.max_memory='lots'"):
+        resolve_config(overrides={"max_memory": "lots"})
+
+
+@pytest.mark.slow  # compiles and trains a tiny run
+def test_the_estimate_is_logged_and_in_metrics_json(tmp_path):
+    from jaxlearn.runner import resolve_config, run
+
+    run_cfg, algo_cfg = resolve_config(
+        overrides={"total_timesteps": 1024, "num_envs": 4, "num_steps": 64, "eval_episodes": 2}
+    )
+    lines: list[str] = []
+    summary = run(run_cfg, algo_cfg, out=str(tmp_path / "run"), log=lines.append)
+    est = resources.estimate(algo_cfg, 1, 2)
+    assert summary["memory_estimate"] == est.to_dict()
+    with open(tmp_path / "run" / "metrics.json") as f:
+        assert json.load(f)["memory_estimate"]["device_bytes"] == est.device_bytes
+    assert any(line.strip().startswith("memory estimate:") for line in lines[:5])

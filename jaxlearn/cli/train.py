@@ -31,6 +31,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "one PPO or DQN agent trains data parallel over them",
     )
     p.add_argument("--out", metavar="RUN_DIR", help="run folder to create (must not exist)")
+    p.add_argument(
+        "--max-memory",
+        metavar="SIZE",
+        help="refuse the run when its memory estimate exceeds SIZE (e.g. 8GiB); default: "
+        "the device's free memory (the host's available memory on the CPU)",
+    )
     p.add_argument("--config", metavar="FILE", help="YAML, e.g. experiments/ppo_cartpole.yaml")
     p.add_argument(
         "--distributed",
@@ -148,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         ("devices", "devices"),
         ("init_from", "init_from"),
         ("init_checkpoint", "init_checkpoint"),
+        ("max_memory", "max_memory"),
     ]:
         value = getattr(args, flag)
         if value is not None:
