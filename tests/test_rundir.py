@@ -179,7 +179,7 @@ def test_resume_of_a_run_being_written_exits_2_naming_the_pid(tmp_path, capsys):
 
 
 def _recording_loop(seen):
-    def fake_loop(folder, run_cfg, algo_cfg, learner, devices, mode, log, stop, source=None):
+    def fake_loop(folder, run_cfg, algo_cfg, learner, devices, mode, log, stop, *rest):
         seen.append({"mode": mode, "locked": not _lock_is_free(folder.path), "cfg": run_cfg})
         if run_cfg.seed == 13:
             raise RuntimeError("boom")
