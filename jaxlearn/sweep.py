@@ -67,6 +67,7 @@ from jaxlearn import algos
 from jaxlearn.config import ConfigError, check_float32, load_yaml, to_dict
 from jaxlearn.logging import final_episode_metrics, final_returns
 from jaxlearn.parallel import seed_mesh, select_devices, shard_seeds
+from jaxlearn.rundir import RunLock
 from jaxlearn.runner import RUN_FIELDS, RunConfig, choose_chunk_size, make_chunk
 
 SAMPLERS = ("tpe", "random")
@@ -1089,9 +1090,14 @@ def run(
     log: Callable[[str], None] | None = None,
     stop_after_batches: int | None = None,
 ) -> dict[str, Any]:
-    """Start a sweep in a new folder and run it to `num_trials` trials. Returns the summary."""
+    """Start a sweep in a new folder and run it to `num_trials` trials. Returns the summary.
+    The folder is locked for the sweep's life (`rundir.RunLock`): one writer at a time."""
     folder = new_sweep(spec, out)
-    return Sweep(spec, folder, log).run(stop_after_batches)
+    lock = RunLock.acquire(folder)
+    try:
+        return Sweep(spec, folder, log).run(stop_after_batches)
+    finally:
+        lock.release()
 
 
 def resume(
@@ -1105,7 +1111,11 @@ def resume(
     if not os.path.isfile(path) or not os.path.isfile(os.path.join(folder, WORKER_FILE)):
         raise ValueError(f"--resume {folder!r}: no {SPEC_FILE} there; is it a sweep folder?")
     spec = spec_from_dict(load_yaml(path, "--resume"), base_dir=folder)
-    return Sweep(spec, folder, log).run(stop_after_batches)
+    lock = RunLock.acquire(folder)  # a live sweep keeps its trials: refuse a second writer
+    try:
+        return Sweep(spec, folder, log).run(stop_after_batches)
+    finally:
+        lock.release()
 
 
 def export_best(folder: str, path: str) -> str:

@@ -127,3 +127,17 @@ def test_refused_spec_writes_nothing(tmp_path):
     with pytest.raises(ConfigError):
         _spec(name="../escape")
     assert os.listdir(tmp_path) == []
+
+
+def test_a_live_sweep_refuses_a_second_writer(tmp_path):
+    from jaxlearn.rundir import RunLock, RunLockedError
+
+    spec = _spec()
+    folder = sweep.new_sweep(spec, str(tmp_path / "sw"))
+    held = RunLock.acquire(folder)  # as a running `sweep.py` holds it
+    try:
+        with pytest.raises(RunLockedError, match=rf"pid {os.getpid()}"):
+            sweep.resume(folder)
+    finally:
+        held.release()
+    assert not any(f.endswith(".db") for f in os.listdir(folder))  # nothing was touched
