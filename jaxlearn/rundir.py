@@ -362,24 +362,36 @@ def create(out: str | None, run_cfg: RunConfig, algo_cfg: Any) -> RunFolder:
     built under a hidden temporary name in the same parent and renamed into place: on any
     failure nothing is left at `out`, and the lock is held from before it appears.
     """
+    if out is not None and not out.strip():
+        raise RunFolderError(f"--out {out!r} is invalid: give the path of a folder to create")
     if out is not None and os.path.lexists(out):
         raise RunFolderError(_exists_message(out))
     target = out if out is not None else default_path(run_cfg.algo, algo_cfg.env)
     parent = os.path.dirname(os.path.abspath(target))
-    os.makedirs(parent, exist_ok=True)
     name = os.path.basename(os.path.normpath(target))
     tmp = os.path.join(parent, f".{name}.partial-{uuid.uuid4().hex[:12]}")
-    os.mkdir(tmp)
+    try:
+        os.makedirs(parent, exist_ok=True)
+        os.mkdir(tmp)
+    except OSError as e:
+        raise RunFolderError(
+            f"--out {target!r}: cannot create a folder there ({e.strerror or e}: "
+            f"{e.filename}); choose a writable path"
+        ) from None
     lock = None
     try:
         lock = RunLock.acquire(tmp)  # the open file keeps the lock across the rename
         with open(os.path.join(tmp, CONFIG_FILE), "w") as f:
             yaml.safe_dump(resolved(run_cfg, algo_cfg), f, sort_keys=False)
         path = _rename_into_place(tmp, target, numbered=out is None)
-    except BaseException:
+    except BaseException as e:
         if lock is not None:
             lock.release()
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError):  # e.g. the disk is full or the folder became read-only
+            raise RunFolderError(
+                f"--out {target!r}: cannot write the run folder ({e.strerror or e})"
+            ) from None
         raise
     lock.path = os.path.join(path, LOCK_FILE)
     return RunFolder(path, lock)

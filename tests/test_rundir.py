@@ -104,7 +104,7 @@ def test_a_failed_create_leaves_nothing_behind(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(rundir.yaml, "safe_dump", broken)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(rundir.RunFolderError, match="cannot write the run folder.*No space left"):
         rundir.create(str(tmp_path / "run"), RUN, TINY)
     assert os.listdir(tmp_path) == []
 
@@ -270,3 +270,14 @@ def test_a_restarted_run_equals_an_uninterrupted_one(tmp_path):
     b = json.load(open(out / "metrics.json"))
     assert a["final_return_per_seed"] == b["final_return_per_seed"]
     assert a["num_updates"] == b["num_updates"] == 4
+
+
+@pytest.mark.parametrize("out", ["", "   ", "{file}/run", "/proc/jaxlearn-run"])
+def test_unusable_out_paths_are_user_errors_and_leave_nothing(tmp_path, out):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a folder")
+    out = out.format(file=a_file)
+    before = sorted(os.listdir(tmp_path))
+    with pytest.raises(rundir.RunFolderError, match=r"--out .*(invalid|cannot create)"):
+        rundir.create(out, RUN, TINY)
+    assert sorted(os.listdir(tmp_path)) == before
