@@ -93,6 +93,10 @@ def test_checkpoint_latest_and_step(main, capsys, run_dir):
         (["--seed", "-1"], "--seed '-1' is invalid"),
         (["--checkpoint", "newest"], "checkpoint='newest' is invalid"),
         (["--checkpoint", "9"], r"no checkpoint at step 9 .*available: \[8, 16\]"),
+        (
+            ["--episodes", "2e9"],
+            r"--episodes 2000000000: the run needs about .* sized by eval_episodes",
+        ),
     ],
 )
 def test_bad_flags_exit_2(main, capsys, run_dir, args, match):

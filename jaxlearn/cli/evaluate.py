@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     # Orbax warns about every item it leaves unread when only a checkpoint's record is read.
     logging.getLogger("absl").addFilter(lambda r: "could not be restored" not in r.getMessage())
 
+    from jaxlearn import resources
     from jaxlearn.checkpoint import CheckpointError
     from jaxlearn.evaluation import summarize
     from jaxlearn.export import load_run
@@ -69,6 +70,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run = load_run(args.run_dir, checkpoint)
         evaluate = run.learner.evaluate
+        # the episodes run in parallel: refuse a count that cannot fit, naming --episodes
+        est = resources.estimate(run.algo_cfg, run.run_cfg.num_seeds, episodes)
+        try:
+            resources.check(est, resources.available_memory())
+        except ValueError as e:
+            raise ValueError(f"--episodes {episodes}: {e}") from None
     except (ValueError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
