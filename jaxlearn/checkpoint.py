@@ -11,7 +11,16 @@ update index, the evaluation return, the tree structure, anything the caller add
 (`extra`), and `arrays_sha256`, a SHA-256 of every array. `sha256` is the SHA-256 of every
 other field of the record (the arrays' hash included), so no field that is read back lies
 outside it; with `JAXLEARN_CHECKPOINT_KEY` set in the environment the record also carries
-an HMAC-SHA256 of `sha256`, and restoring requires it.
+an HMAC-SHA256 of `sha256`, and restoring requires it. `signed` (true when a key was set) is
+one of the hashed fields: a record that says it is signed and lacks a well-formed `hmac` is
+refused with or without a key, so deleting the signature alone does not make a signed
+checkpoint load as an unsigned one.
+
+What holds without a key: the hash catches corruption and any edit that does not recompute
+it. Someone who can write the files can still edit a record, set `signed` to false, drop
+`hmac` and recompute `sha256`; nothing but a secret can tell that apart from a genuine
+unsigned checkpoint. With the key set, only records signed with that key load (unsigned
+ones are refused), so set the key wherever signed checkpoints are read.
 
 Saving copies the arrays to the host (the only device stall) and lets Orbax write them in
 a background thread; Orbax writes into a temporary folder and renames it when complete, so
@@ -37,6 +46,7 @@ import json
 import logging
 import math
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -132,6 +142,53 @@ def _signature(digest: str) -> str | None:
     if not key:
         return None
     return hmac.new(key.encode(), digest.encode(), hashlib.sha256).hexdigest()
+
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+def seal(record: Mapping[str, Any]) -> dict[str, Any]:
+    """`record` as JSON reads it back, with `signed`, `sha256` and `hmac` added.
+
+    `signed` is whether `$JAXLEARN_CHECKPOINT_KEY` is set; it is hashed with every other
+    field, and `hmac` is the HMAC-SHA256 of `sha256` with that key (None without one).
+    Exports (`jaxlearn.export`) seal their `policy.json` the same way.
+    """
+    # exactly what JSON reads back (tuples -> lists, numpy scalars -> numbers), hashed
+    out = json.loads(json.dumps(dict(record), default=_json_value))
+    out["signed"] = bool(os.environ.get(HMAC_ENV))
+    out["sha256"] = record_hash(out)
+    out["hmac"] = _signature(out["sha256"])
+    return out
+
+
+def signature_problem(record: Mapping[str, Any]) -> str | None:
+    """Why the signature of a record (whose `sha256` already matched) is not acceptable, as
+    the end of a sentence about the record; None when it is.
+
+    A record that says `signed: true` needs a well-formed `hmac`, with or without a key.
+    With `$JAXLEARN_CHECKPOINT_KEY` set, the `hmac` must be that key's (unsigned records are
+    refused); without one, a signed record is refused too (it cannot be verified).
+    Records written before the `signed` field existed are judged by their `hmac` alone.
+    """
+    signed = record.get("signed")
+    mac = record.get("hmac")
+    if "signed" in record and not isinstance(signed, bool):
+        return f"has signed={signed!r}: it must be true or false"
+    if signed is True and not (isinstance(mac, str) and _HEX64.fullmatch(mac)):
+        return (
+            "says it is signed but carries no valid HMAC (the signature was removed or "
+            "damaged); it is refused"
+        )
+    if signed is False and mac is not None:
+        return "says it is unsigned but carries an HMAC (edited); it is refused"
+    expected = _signature(str(record.get("sha256")))
+    got = mac.encode() if isinstance(mac, str) else b""  # bytes: any text compares safely
+    if expected is not None and not hmac.compare_digest(expected.encode(), got):
+        return f"has a missing or wrong HMAC signature for the key in ${HMAC_ENV}"
+    if expected is None and (signed or mac):
+        return f"is signed; set ${HMAC_ENV} to the signing key to verify and load it"
+    return None
 
 
 def _json_value(x: Any) -> Any:
@@ -303,10 +360,7 @@ class Checkpointer:
             "eval_return": None if eval_return is None else float(eval_return),
             **(extra or {}),
         }
-        # exactly what JSON reads back (tuples -> lists, numpy scalars -> numbers), hashed
-        record = json.loads(json.dumps(record, default=_json_value))
-        record["sha256"] = record_hash(record)
-        record["hmac"] = _signature(record["sha256"])
+        record = seal(record)
         items = {
             "state": ocp.args.StandardSave(host),
             "record": ocp.args.JsonSave(record),
@@ -410,12 +464,13 @@ class Checkpointer:
             ) from e
 
     def verified_record(self, step: int) -> dict[str, Any]:
-        """The record of `step` after checking its format, its hash (every field) and, with
-        a key in `$JAXLEARN_CHECKPOINT_KEY`, its HMAC; no array is read.
+        """The record of `step` after checking its format, its hash (every field) and its
+        signature (`signature_problem`: with a key in `$JAXLEARN_CHECKPOINT_KEY`, its HMAC);
+        no array is read.
 
         Raises:
-            CheckpointError: unreadable, written by an older format, edited, or a missing
-                or wrong signature.
+            CheckpointError: unreadable, written by an older format, edited, a missing or
+                wrong signature, or a record that says it is signed without an HMAC.
         """
         record = self.record(step)
         where = f"checkpoint step {step} in {self.directory}"
@@ -435,15 +490,9 @@ class Checkpointer:
                 "config, structure, ...) does not match the hash recorded at save time "
                 "(edited or corrupt)"
             )
-        expected = _signature(record["sha256"])
-        if expected is not None and not hmac.compare_digest(expected, record.get("hmac") or ""):
-            raise CheckpointError(
-                f"{where} has a missing or wrong HMAC signature for the key in ${HMAC_ENV}"
-            )
-        if expected is None and record.get("hmac"):
-            raise CheckpointError(
-                f"{where} is signed; set ${HMAC_ENV} to the signing key to verify and load it"
-            )
+        problem = signature_problem(record)
+        if problem is not None:
+            raise CheckpointError(f"{where} {problem}")
         return record
 
     def best_step(self) -> int | None:

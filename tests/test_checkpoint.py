@@ -503,6 +503,53 @@ def test_hmac_signed_checkpoints(tmp_path, monkeypatch):
         Checkpointer(unsigned).restore(2, LIKE)
 
 
+@pytest.mark.parametrize(
+    "strip",
+    [
+        lambda r: r.pop("hmac"),
+        lambda r: r.update(hmac=None),
+        lambda r: r.update(hmac=""),
+        lambda r: r.update(hmac="zz" * 32),  # not hex
+        lambda r: r.update(hmac=r["hmac"][:32]),  # truncated
+    ],
+    ids=["removed", "null", "empty", "not-hex", "truncated"],
+)
+def test_a_signed_record_stripped_of_its_hmac_is_refused_with_or_without_a_key(
+    tmp_path, monkeypatch, strip
+):
+    """`signed: true` is under the record's hash: deleting `hmac` (outside the hash) no longer
+    turns a signed checkpoint into an unsigned one that loads when no key is set."""
+    monkeypatch.setenv(HMAC_ENV, "k1")
+    d = _two_steps(str(tmp_path / "signed"))
+    record = Checkpointer(d).verified_record(2)
+    assert record["signed"] is True and len(record["hmac"]) == 64
+    assert record["sha256"] == record_hash(record)  # the flag is one of the hashed fields
+    assert record_hash({**record, "signed": False}) != record["sha256"]
+    _edit_record(d, 2, strip)
+    for key in ("k1", None):
+        if key is None:
+            monkeypatch.delenv(HMAC_ENV)
+        with pytest.raises(CheckpointError, match=r"step 2 .*says it is signed but carries no"):
+            Checkpointer(d).restore(2, LIKE)
+    # removing the flag as well breaks the hash (only a recomputed hash gets past, and
+    # then only without a key: test_hmac_catches_a_record_forged_with_a_recomputed_hash)
+    monkeypatch.setenv(HMAC_ENV, "k1")
+    _edit_record(d, 2, lambda r: r.pop("signed"))
+    with pytest.raises(CheckpointError, match=r"step 2 .*integrity check: its record"):
+        Checkpointer(d).restore(2, LIKE)
+    _assert_previous_step_still_good(d)
+
+
+def test_an_unsigned_record_says_so_and_loads_without_a_key(tmp_path, monkeypatch):
+    d = _two_steps(str(tmp_path / "unsigned"))
+    record = Checkpointer(d).verified_record(2)
+    assert record["signed"] is False and record["hmac"] is None
+    _edit_record(d, 2, lambda r: r.update(hmac="ab" * 32))  # a signature added afterwards
+    with pytest.raises(CheckpointError, match=r"step 2 .*says it is unsigned but carries"):
+        Checkpointer(d).restore(2, LIKE)
+    _assert_previous_step_still_good(d)
+
+
 def test_hmac_catches_a_record_forged_with_a_recomputed_hash(tmp_path, monkeypatch):
     """The SHA-256 alone catches corruption, not an edit that recomputes it; the HMAC does."""
     forged_config = {**CONFIG, "lr": 0.5}
