@@ -94,7 +94,7 @@ def test_checkpoint_latest_and_step(main, capsys, run_dir):
         (["--checkpoint", "newest"], "checkpoint='newest' is invalid"),
         (["--checkpoint", "9"], r"no checkpoint at step 9 .*available: \[8, 16\]"),
         (
-            ["--episodes", "2e9"],
+            ["--episodes", "2000000000"],
             r"--episodes 2000000000: the run needs about .* sized by eval_episodes",
         ),
     ],
