@@ -117,9 +117,9 @@ def with_components(env: Any, components: Mapping[str, tuple[ComponentFn, float]
     Returns:
         the new env; `env.default_params.reward_weights` includes the new names.
     """
-    from jaxlearn.envs.task import TaskEnv
-
-    if not isinstance(env, TaskEnv):
+    # A task env is whatever carries the component tables (`envs.task.TaskEnv` does); no
+    # import of it here: the task envs import this module.
+    if not all(hasattr(env, a) for a in ("extra_components", "reward_component_names")):
         raise ValueError(
             f"with_components: env {type(env).__name__} is not a jaxlearn task env (TaskEnv); "
             "reward components apply to the task envs only"
@@ -140,7 +140,7 @@ def with_components(env: Any, components: Mapping[str, tuple[ComponentFn, float]
                 "fn(state, action, next_state, params) -> scalar"
             )
         extra[name] = spec[0]
-        weights[name] = float(spec[1])
+        weights[name] = check_float32("with_components", f"components[{name!r}]", spec[1])
     new = copy.copy(env)
     new.extra_components = extra
     new.extra_weights = weights

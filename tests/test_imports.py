@@ -136,3 +136,7 @@ def test_the_checkpoint_storage_layer_imports_nothing_of_jaxlearn():
 def test_run_side_modules_import_jaxlearn_at_module_level_only(module):
     hidden = sorted(m for m, inner in _imports(module) if inner)
     assert hidden == [], f"{module} imports {hidden} inside functions"
+
+
+def test_no_module_of_the_package_is_in_an_import_cycle():
+    assert _cycles(GRAPH) == []
