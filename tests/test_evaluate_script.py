@@ -92,6 +92,7 @@ def test_checkpoint_latest_and_step(main, capsys, run_dir):
         (["--episodes", "many"], "--episodes 'many' is invalid"),
         (["--seed", "-1"], "--seed '-1' is invalid"),
         (["--checkpoint", "newest"], "checkpoint='newest' is invalid"),
+        (["--render", "episode.avi"], r"--render .*\.gif"),
         (["--checkpoint", "9"], r"no checkpoint at step 9 .*available: \[8, 16\]"),
         (
             ["--episodes", "2000000000"],
@@ -132,3 +133,14 @@ def test_damaged_checkpoint_exit_2(run_dir, tmp_path):
     assert r.returncode == 2 and r.stdout == ""
     # (Orbax's background threads may print asyncio noise around the message)
     assert re.search(r"^error: checkpoint step 16 .* is damaged", r.stderr, re.M), r.stderr
+
+
+def test_render_writes_one_frame_per_state_of_a_greedy_episode(main, capsys, run_dir, tmp_path):
+    from PIL import Image, ImageSequence
+
+    path = tmp_path / "episode.gif"
+    rc, out, err = _call(main, capsys, run_dir, "--episodes", "1", "--render", str(path))
+    assert rc == 0, err
+    frames = sum(1 for _ in ImageSequence.Iterator(Image.open(path)))
+    steps = int(re.search(r"episode of (\d+) steps", err).group(1))
+    assert frames == steps + 1 and steps >= 1  # the reset state, then one frame per step

@@ -29,6 +29,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="best (highest eval return; latest when none has one), latest, or an update step",
     )
     p.add_argument("--seed", default="0", help="evaluation seed (default 0)")
+    p.add_argument(
+        "--render",
+        metavar="FILE",
+        default=None,
+        help="also draw one greedy episode of seed 0 to FILE (.gif, or .mp4 with ffmpeg on "
+        "PATH); see docs/rendering.md",
+    )
     return p.parse_args(argv)
 
 
@@ -52,6 +59,10 @@ def main(argv: list[str] | None = None) -> int:
         from jaxlearn.export import parse_checkpoint
 
         checkpoint = parse_checkpoint(args.checkpoint)
+        if args.render is not None:
+            from jaxlearn.render import check_path
+
+            check_path(args.render)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -106,4 +117,12 @@ def main(argv: list[str] | None = None) -> int:
         **summary,
     }
     print(json.dumps(out))
+    if args.render is not None:
+        from jaxlearn.render import render_episodes
+
+        info = render_episodes(args.run_dir, args.render, seed=seed, checkpoint=run.step)
+        log(
+            f"[evaluate] wrote {args.render}: {info['frames']} frames, episode of "
+            f"{info['lengths'][0]} steps, return {info['returns'][0]:.2f}"
+        )
     return 0
