@@ -52,6 +52,9 @@ def _int_at_least(flag: str, value: str, minimum: int) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Exit status: 0 done, 2 bad input or checkpoint."""
     args = parse_args(argv)
+    from jaxlearn import compile_cache
+
+    compile_cache.enable()  # a second run of the same shapes loads its programs from disk
     log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
     try:
         episodes = _int_at_least("--episodes", args.episodes, 1)

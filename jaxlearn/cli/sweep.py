@@ -58,6 +58,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Exit status: 0 done, 2 bad input."""
     args = parse_args(argv)
+    from jaxlearn import compile_cache
+
+    compile_cache.enable()  # a second run of the same shapes loads its programs from disk
     from jaxlearn import sweep
 
     if args.export_best and os.path.exists(args.export_best):

@@ -104,6 +104,9 @@ def _initialize_distributed(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Exit status: 0 done, 2 bad input (nothing written), 3 the run diverged."""
     args = parse_args(argv)
+    from jaxlearn import compile_cache
+
+    compile_cache.enable()  # a second run of the same shapes loads its programs from disk
     dist_flags = ("distributed", "coordinator_address", "num_processes", "process_id")
     if args.distributed:
         try:
