@@ -27,6 +27,10 @@ _SUBMODULES = {
 }
 _ATTRIBUTES = {
     "Learner": "jaxlearn.algos.base",
+    "Run": "jaxlearn.api",
+    "episode_returns": "jaxlearn.api",
+    "load": "jaxlearn.api",
+    "train": "jaxlearn.api",
     "make": "jaxlearn.envs",
     "make_vec": "jaxlearn.envs",
     "register": "jaxlearn.envs",
@@ -35,23 +39,28 @@ _ATTRIBUTES = {
 
 __all__ = [
     "Learner",
+    "Run",
     "algos",
     "buffers",
     "distributions",
     "dqn",
     "envs",
+    "episode_returns",
+    "load",
     "make",
     "make_vec",
     "ppo",
     "register",
     "registered_envs",
     "spaces",
+    "train",
 ]
 
 if _typing.TYPE_CHECKING:  # static tools see the lazy names
     from jaxlearn import algos, buffers, distributions, envs, spaces
     from jaxlearn.algos import dqn, ppo
     from jaxlearn.algos.base import Learner
+    from jaxlearn.api import Run, episode_returns, load, train
     from jaxlearn.envs import make, make_vec, register, registered_envs
 
 
