@@ -241,7 +241,10 @@ def tiny_dqn(**overrides):
 @pytest.mark.parametrize(
     "overrides, match",
     [
-        ({"memory_fraction": 1.0}, r"memory_fraction=1.0 is invalid: must be in \[0.0, 1.0\)"),
+        (
+            {"memory_fraction": 1.0},
+            r"memory_fraction=1.0 is invalid: must be a finite number in \[0.0, 1.0\)",
+        ),
         ({"memory_fraction": -0.1}, r"memory_fraction=-0.1 is invalid"),
         ({"memory_fraction": 0.01}, r"memory_fraction=0.01 .* = 0 memory items per batch"),
         ({"memory_fraction": 0.99}, r"memory_fraction=0.99 .* leaving none from replay"),
