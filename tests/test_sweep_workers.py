@@ -122,8 +122,8 @@ def test_space_bounds_must_be_finite(bound):
         sweep.spec_from_dict({"space": space})
 
 
-def test_refused_spec_writes_nothing(tmp_path):
-    os.chdir(tmp_path)
+def test_refused_spec_writes_nothing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     with pytest.raises(ConfigError):
         _spec(name="../escape")
     assert os.listdir(tmp_path) == []
