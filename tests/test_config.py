@@ -162,8 +162,10 @@ def test_train_script_rejects_duplicate_key_before_writing(tmp_path):
 
 @pytest.mark.parametrize("algo", ["ppo", "dqn"])
 def test_total_timesteps_bounded_for_int32_counters(algo):
-    with pytest.raises(ConfigError, match=r"total_timesteps=1000000000000000 .*int32"):
+    with pytest.raises(ConfigError, match=r"total_timesteps=1000000000000000 .*2147483647"):
         resolve(algo=algo, total_timesteps="1e15")
+    with pytest.raises(ConfigError, match=r"total_timesteps=2000000000 .*2\*\*30.*int32"):
+        resolve(algo=algo, total_timesteps=2_000_000_000)
     _, cfg = resolve(algo=algo, total_timesteps=2**30)
     assert cfg.total_timesteps == 2**30
 
