@@ -184,16 +184,15 @@ def _host_available() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-def check(est: Estimate, limit: tuple[int, str], on_host: bool | None = None) -> None:
-    """Raise `ConfigError` when `est` does not fit in `limit` = (bytes, what).
+def check(est: Estimate, limit: tuple[int, str]) -> None:
+    """Raise `ConfigError` when `est.device_bytes` does not fit in `limit` = (bytes, what).
 
-    On the CPU (`on_host`, default: the default backend is the CPU) the device and the host
-    copy for checkpoints share the same memory, so both count.
+    The host copy for checkpoints is not added: on the CPU `jax.device_get` returns views
+    of the device buffers (measured: the resident memory grows by the state once), and on an
+    accelerator it lives in host memory, not the device's.
     """
     limit_bytes, what = limit
-    if on_host is None:
-        on_host = jax.default_backend() == "cpu"
-    need = est.device_bytes + (est.host_bytes if on_host else 0)
+    need = est.device_bytes
     if need <= limit_bytes:
         return
     part, size, field = est.largest()

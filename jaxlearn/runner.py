@@ -221,7 +221,7 @@ def check_memory(run_cfg: RunConfig, algo_cfg: Any, devices: list) -> resources.
     if run_cfg.max_memory is not None:
         cap = resources.parse_bytes(run_cfg.max_memory, "RunConfig.max_memory")
         limit = min(limit, (cap, f"max_memory={run_cfg.max_memory}"))
-    resources.check(est, limit, on_host=devices[0].platform == "cpu")
+    resources.check(est, limit)
     return est
 
 

@@ -108,7 +108,7 @@ def _check_accepted(path: str, traced: list) -> None:
     run_cfg, algo_cfg = resolve_config(config_file=path)
     try:
         est = resources.estimate(algo_cfg, run_cfg.num_seeds, run_cfg.eval_episodes)
-        resources.check(est, MEMORY, on_host=True)
+        resources.check(est, MEMORY)
     except ConfigError:
         return  # refused for its size, naming the field: fine
     if len(traced) < TRACED:
