@@ -299,6 +299,11 @@ def obstacle_sensor(
 ) -> jax.Array:
     """The `k` nearest obstacles as `[k, D + 2]`: relative centre / scale, surface distance /
     scale, and a 1/0 present flag; zeros for missing obstacles or when `visible` is False."""
+    m = centres.shape[0]
+    if m < k:  # fewer obstacle slots than sensor rows: pad with absent (masked) obstacles
+        centres = jnp.concatenate([centres, jnp.zeros((k - m, centres.shape[1]))])
+        radii = jnp.concatenate([radii, jnp.zeros(k - m)])
+        mask = jnp.concatenate([mask, jnp.zeros(k - m, bool)])
     dist = surface_distance(pos, centres, radii, mask)
     order = jnp.argsort(dist)[:k]
     rel = (centres[order] - pos) / scale

@@ -384,6 +384,27 @@ def test_vision_flag_controls_the_obstacle_sensor(dim):
         assert np.all(sensor[present:] == 0.0)
 
 
+@pytest.mark.parametrize("dim", [2, 3])
+def test_fewer_obstacle_slots_than_sensor_rows(dim):
+    # max_obstacles=2 < num_sensed=4 used to crash in obstacle_sensor at reset (argsort of 2
+    # distances gives 2 rows, not 4): the missing rows read as absent obstacles
+    env = Navigation(dim=dim, max_obstacles=2, num_sensed=4)
+    params = env.make_params(num_obstacles=2, vision=True)
+    obs, s = env.reset(jax.random.key(5), params)
+    assert obs.shape == env.observation_space(params).shape
+    sensor = sensor_block(env, obs)
+    mask = np.asarray(s.obstacle_mask)
+    present = int(mask.sum())
+    assert present >= 1
+    np.testing.assert_array_equal(sensor[:, -1], np.arange(4) < present)
+    dist = surface(np.asarray(s.pos), np.asarray(s.obstacles), np.asarray(s.radii), mask)
+    scale = float(np.max(np.asarray(s.workspace)))
+    np.testing.assert_allclose(sensor[:present, dim], np.sort(dist)[:present] / scale, atol=1e-5)
+    assert np.all(sensor[present:] == 0.0)
+    obs2, *_ = env.step(jax.random.key(6), s, jnp.ones(dim), params)
+    assert np.all(np.isfinite(np.asarray(obs2)))
+
+
 # ---- params under jit ------------------------------------------------------------------
 
 
