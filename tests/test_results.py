@@ -1,0 +1,123 @@
+"""scripts/results.py (jaxlearn/cli/results.py, jaxlearn/results.py): flags, files, columns."""
+
+import csv
+import os
+
+import numpy as np
+import pytest
+
+from jaxlearn import results
+from jaxlearn.cli.results import main
+
+# A tiny PPO CartPole config: 2 updates of 2 envs x 16 steps, so the smoke run only compiles.
+TINY = """\
+algo: ppo
+env: CartPole-v1
+seed: 3
+total_timesteps: 64
+num_envs: 2
+num_steps: 16
+num_epochs: 1
+num_minibatches: 1
+hidden_sizes: [8]
+"""
+
+
+@pytest.fixture
+def experiments(tmp_path):
+    folder = tmp_path / "experiments"
+    (folder / "sweeps").mkdir(parents=True)
+    (folder / "tiny_ppo.yaml").write_text(TINY)
+    (folder / "other.yaml").write_text(TINY)
+    (folder / "sweeps" / "not_a_config.yaml").write_text("trials: 3\n")
+    return folder
+
+
+@pytest.mark.parametrize(
+    "flags, named",
+    [
+        (["--seeds", "0"], "--seeds"),
+        (["--total-timesteps", "0"], "--total-timesteps"),
+        (["--eval-episodes", "0"], "--eval-episodes"),
+        (["--only", "tiny_ppo,nope"], "--only"),
+        (["--only", "not_a_config"], "--only"),  # sweeps/ is not searched
+        (["--total-timesteps", "5"], "total_timesteps"),  # the config's own check names it
+    ],
+)
+def test_bad_flags_exit_2_before_writing(experiments, tmp_path, capsys, flags, named):
+    out = tmp_path / "out"
+    code = main(["--experiments", str(experiments), "--out", str(out), *flags])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("error: ") and named in err, err
+    assert not out.exists()
+
+
+def test_out_under_a_file_and_missing_experiments_exit_2(experiments, tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["--experiments", str(experiments), "--out", str(blocker / "sub")]) == 2
+    assert "--out" in capsys.readouterr().err
+    assert main(["--experiments", str(tmp_path / "none"), "--out", str(tmp_path / "o")]) == 2
+    assert "--experiments" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_unknown_only_lists_the_configs(experiments, tmp_path, capsys):
+    main(["--experiments", str(experiments), "--out", str(tmp_path / "o"), "--only", "x"])
+    assert "allowed: other, tiny_ppo" in capsys.readouterr().err
+
+
+def test_stats_and_band_against_numpy():
+    curve = np.array([[1.0, np.nan, 5.0], [3.0, 4.0, np.nan], [2.0, 6.0, np.nan]])
+    mean, lo, hi = results._band(curve)
+    np.testing.assert_allclose(mean, [2.0, 5.0, 5.0])
+    np.testing.assert_allclose(lo, [1.0, 4.0, 5.0])
+    np.testing.assert_allclose(hi, [3.0, 6.0, 5.0])
+    mean, lo, hi = results._band(np.full((2, 1), np.nan))
+    assert np.isnan(mean[0]) and np.isnan(lo[0]) and np.isnan(hi[0])
+    assert results._stats(np.array([500.0, 178.0, 490.0])) == (389.3333333333333, 178.0, 500.0)
+    mean, worst, best = results._stats(np.array([500.0, np.nan]))  # a seed with no episode
+    assert np.isnan(mean) and np.isnan(worst) and best == 500.0
+
+
+def test_smoke_run_writes_table_csv_and_plot(experiments, tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = ["--experiments", str(experiments), "--out", str(out), "--only", "tiny_ppo"]
+    assert main([*argv, "--seeds", "2", "--eval-episodes", "2"]) == 0
+    names = sorted(os.listdir(out))
+    assert names == ["results.csv", "results.md", "tiny_ppo.png", "tiny_ppo_curve.csv"]
+    with open(out / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+        assert tuple(rows[0]) == results.CSV_COLUMNS
+    assert len(rows) == 1
+    row = rows[0]
+    assert (row["config"], row["env"], row["algo"]) == ("tiny_ppo", "CartPole-v1", "ppo")
+    assert (row["budget"], row["seeds"]) == ("64", "2")
+    train = [float(v) for v in row["train_returns"].split(";")]
+    greedy = [float(v) for v in row["greedy_returns"].split(";")]
+    assert len(train) == len(greedy) == 2
+    # CartPole pays 1 per step and an episode lasts 1..500 steps
+    assert all(1.0 <= v <= 500.0 for v in train + greedy)
+    assert float(row["mean"]) == pytest.approx(np.mean(train), abs=0.051)
+    assert float(row["worst"]) == min(train) and float(row["best"]) == max(train)
+    assert float(row["greedy_worst"]) == min(greedy)
+    assert float(row["compile_s"]) > 0 and float(row["run_s"]) > 0
+    assert row["device"] == results.device_name() and row["reference"] == "-"
+    table = (out / "results.md").read_text()
+    assert "| `tiny_ppo` | CartPole-v1 | ppo | 64 | 2 |" in table
+    assert results.device_name() in table
+    with open(out / "tiny_ppo_curve.csv") as f:
+        curve = list(csv.reader(f))
+    assert curve[0] == ["env_steps", "mean", "min", "max", "seed_0", "seed_1"]
+    assert [int(r[0]) for r in curve[1:]] == [32, 64]  # one window per update here
+    assert (out / "tiny_ppo.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_references_name_their_return_kind():
+    for name, refs in results.REFERENCES.items():
+        for ref in refs:
+            assert ref.kind in ("training", "evaluation"), (name, ref)
+            assert ref.cite and ref.source
+    assert "(training)" in results.reference_text("dqn_cartpole")
+    assert results.reference_text("no_such_config") == "-"
