@@ -20,7 +20,7 @@ DOCUMENTED = {
     "completion": 10.0,
     "exploration": 0.5,
     "cooperation": 2.0,
-    "efficiency": 1.0,
+    "efficiency": 0.01,
 }
 
 

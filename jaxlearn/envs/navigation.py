@@ -19,9 +19,12 @@
   episodes of the BEGINNER time limit.)
 
 Observation `[obs_dim]` float32 (D = dim, K = num_sensed): position scaled to [-1, 1] (D),
-goal minus position / largest side (D), goal distance / largest side (1), tool minus
-position / largest side (D), tool needed and tool held flags (2), last velocity /
-max_velocity (D), fraction of the time limit left (1), obstacle sensor (K x (D + 2)).
+goal minus position / OBS_SCALE (D), goal distance / OBS_SCALE (1), tool minus
+position / OBS_SCALE (D), tool needed and tool held flags (2), last velocity /
+max_velocity (D), fraction of the time limit left (1), obstacle sensor (K x (D + 2), lengths
+/ OBS_SCALE). Lengths are divided by a fixed `OBS_SCALE` metres, not by the workspace: a
+curriculum grows the workspace, and a policy that learned to brake 0.5 m before the goal
+in a 5 m room must read the same 0.5 m in a 15 m room.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ from flax import struct
 
 from jaxlearn import spaces
 from jaxlearn.envs import task as T
+
+OBS_SCALE = 5.0  # metres: relative positions and distances in the observation are / this
 
 
 @struct.dataclass
@@ -252,7 +257,7 @@ class Navigation(T.TaskEnv):
 
     def observe_state(self, state: NavigationState, params: NavigationParams) -> jax.Array:
         ws = state.workspace
-        scale = jnp.max(ws)
+        scale = jnp.float32(OBS_SCALE)
         rel_goal = state.goal - state.pos
         sensor = (
             T.obstacle_sensor(

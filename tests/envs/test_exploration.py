@@ -176,8 +176,9 @@ def test_efficiency_penalises_turns_only():
     params = env.make_params(num_obstacles=0)
     s = hand_state(env, params, (0, 0))
     out = steps(env, params, s, [RIGHT, RIGHT, UP, UP, LEFT])
-    eff = [float(o[4]["reward_components"]["efficiency"]) for o in out]
-    assert eff == [0.0, 0.0, -0.25, 0.0, -0.25]
+    w = float(params.reward_weights["efficiency"])
+    eff = [float(o[4]["reward_components"]["efficiency"]) / w for o in out]
+    assert eff == pytest.approx([0.0, 0.0, -0.25, 0.0, -0.25])
 
 
 def test_reaching_target_coverage_terminates_with_success():

@@ -334,7 +334,7 @@ def test_tool_use_goal_counts_only_after_the_tool():
     assert float(info["reward_components"]["completion"]) == 0.0
     assert flags(env, obs) == (1.0, 0.0)
     # the tool's position relative to the agent is in the observation
-    scale = float(np.max(np.asarray(params.workspace_size)[:2]))
+    scale = 5.0  # metres: the fixed OBS_SCALE, whatever the workspace
     np.testing.assert_allclose(np.asarray(obs)[5:7], (tool - goal) / scale, atol=1e-6)
 
     # visit the tool
@@ -376,12 +376,30 @@ def test_vision_flag_controls_the_obstacle_sensor(dim):
         np.testing.assert_array_equal(sensor[:, -1], np.arange(k) < present)
         dist = surface(pos, centres, radii, mask)
         order = np.argsort(dist)[:present]
-        scale = float(np.max(np.asarray(s.workspace)))
+        scale = 5.0  # metres: the fixed OBS_SCALE
         np.testing.assert_allclose(
             sensor[:present, :dim], (centres[order] - pos) / scale, atol=1e-5
         )
         np.testing.assert_allclose(sensor[:present, dim], dist[order] / scale, atol=1e-5)
         assert np.all(sensor[present:] == 0.0)
+
+
+def test_observed_lengths_read_the_same_in_every_workspace():
+    # a curriculum grows the room: 1.5 m to the goal and an obstacle 0.9 m away must read
+    # the same in a 5 m and a 15 m room (lengths / a fixed 5 m), only the wall-relative
+    # position block differs
+    env = ENVS[2]
+    rows = []
+    for ws in ([5.0, 5.0], [15.0, 15.0]):
+        params = env.make_params(workspace_size=ws, vision=True)
+        s = place(env, params, [2.0, 2.0], [3.5, 2.0], obstacles=[([2.0, 3.2], 0.3)])
+        s = s.replace(workspace=jnp.asarray(ws, jnp.float32))
+        rows.append(np.asarray(env.observe_state(s, params)))
+    a, b = rows
+    np.testing.assert_allclose(a[2:5], [1.5 / 5.0, 0.0, 1.5 / 5.0], atol=1e-6)
+    np.testing.assert_allclose(sensor_block(env, a)[0], [0.0, 1.2 / 5.0, 0.9 / 5.0, 1.0], atol=1e-6)
+    np.testing.assert_allclose(a[2:], b[2:], atol=1e-6)
+    assert not np.allclose(a[:2], b[:2])
 
 
 @pytest.mark.parametrize("dim", [2, 3])
@@ -398,7 +416,7 @@ def test_fewer_obstacle_slots_than_sensor_rows(dim):
     assert present >= 1
     np.testing.assert_array_equal(sensor[:, -1], np.arange(4) < present)
     dist = surface(np.asarray(s.pos), np.asarray(s.obstacles), np.asarray(s.radii), mask)
-    scale = float(np.max(np.asarray(s.workspace)))
+    scale = 5.0  # metres: the fixed OBS_SCALE
     np.testing.assert_allclose(sensor[:present, dim], np.sort(dist)[:present] / scale, atol=1e-5)
     assert np.all(sensor[present:] == 0.0)
     obs2, *_ = env.step(jax.random.key(6), s, jnp.ones(dim), params)
