@@ -26,6 +26,7 @@ on the same device, right after the matching jaxlearn run. Progress goes to stde
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime
 import faulthandler
@@ -42,14 +43,36 @@ from collections.abc import Callable
 from typing import Any
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BENCHES = ("env_step", "ppo_e2e", "dqn_e2e", "buffer", "memory", "sweep", "devices")
+BENCHES = (
+    "env_step",
+    "ppo_e2e",
+    "dqn_e2e",
+    "buffer",
+    "memory",
+    "sweep",
+    "devices",
+    "purejaxrl",
+)
 ENV_NAME = "CartPole-v1"
 ENV_STEP_LENGTH = 1000  # steps per env in the env_step bench
 FINAL_FRACTION = 0.05  # final_return_* average the last 5% of updates
 QUICK_TIMESTEPS = 50_000
 DEFAULT_PEER_VENV = os.path.join(".bench-venvs", "peers")
-PEER_PACKAGES = ("rejax", "gymnax==0.0.9")
+# rejax 0.1.x and PureJaxRL (ppo.py, dqn.py and the wrappers.py they import) need gymnax 0.0.9;
+# the rest are what PureJaxRL's CartPole scripts import.
+PEER_PACKAGES = (
+    "rejax",
+    "gymnax==0.0.9",
+    "distrax",
+    "flashbax",
+    "chex",
+    "wandb",
+    "brax",
+    "navix",
+)
 REJAX_SCRIPT = os.path.join(ROOT, "scripts", "peers", "rejax_bench.py")
+PUREJAXRL_SCRIPT = os.path.join(ROOT, "scripts", "peers", "purejaxrl_bench.py")
+PUREJAXRL_SCRIPTS = ("ppo.py", "dqn.py")
 EXPERIMENTS = {
     "ppo": os.path.join(ROOT, "experiments", "ppo_cartpole.yaml"),
     "dqn": os.path.join(ROOT, "experiments", "dqn_cartpole.yaml"),
@@ -144,6 +167,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "long, with an error row, instead of hanging (0 disables)",
     )
     p.add_argument(
+        "--purejaxrl",
+        metavar="DIR",
+        help="a local clone of PureJaxRL: run its ppo.py and dqn.py (CartPole configs) and "
+        "jaxlearn on the same configs, interleaved over --rounds, in the venv of --peer-python "
+        f"(default {DEFAULT_PEER_VENV}/bin/python); alone it implies --only purejaxrl",
+    )
+    p.add_argument(
+        "--rounds", type=int, default=3, help="purejaxrl: timed rounds per side (default 3)"
+    )
+    p.add_argument("--bench-seed", type=int, default=0, help="purejaxrl: PRNG seed of both sides")
+    p.add_argument(
         "--setup-peers",
         nargs="?",
         const=DEFAULT_PEER_VENV,
@@ -152,6 +186,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         f"{' '.join(PEER_PACKAGES)} from PyPI, print its interpreter path and exit",
     )
     args = p.parse_args(argv)
+    check_purejaxrl_args(p, args, argv)
     if args.buffer_ops is not None and args.buffer_ops <= 0:
         p.error(f"--buffer-ops must be a positive integer, got {args.buffer_ops}")
     if args.memory_capacity is not None and args.memory_capacity < 5:
@@ -159,6 +194,46 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.peer_python is not None and not os.path.isfile(args.peer_python):
         p.error(f"--peer-python {args.peer_python!r}: no such file (run --setup-peers first)")
     return args
+
+
+def check_purejaxrl_args(
+    p: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str] | None
+) -> None:
+    """--purejaxrl DIR: a clone with purejaxrl/ppo.py and dqn.py, and a peer interpreter."""
+    only_given = any(a == "--only" or a.startswith("--only=") for a in (argv or sys.argv[1:]))
+    if args.purejaxrl is None:
+        if only_given and "purejaxrl" in args.only:
+            p.error("--only purejaxrl needs --purejaxrl DIR (a local clone of PureJaxRL)")
+        if not only_given:
+            args.only = [b for b in args.only if b != "purejaxrl"]
+        return
+    if not only_given:
+        args.only = ["purejaxrl"]
+    if args.rounds <= 0:
+        p.error(f"--rounds must be a positive integer, got {args.rounds}")
+    missing = [f for f in PUREJAXRL_SCRIPTS if purejaxrl_file(args.purejaxrl, f) is None]
+    if missing:
+        p.error(
+            f"--purejaxrl {args.purejaxrl!r}: no {' or '.join(missing)} in DIR/purejaxrl/ or "
+            "DIR/ (expected a clone of github.com/luchris429/purejaxrl)"
+        )
+    if args.peer_python is None:
+        default = os.path.join(ROOT, DEFAULT_PEER_VENV, "bin", "python")
+        if not os.path.isfile(default):
+            p.error(
+                "--purejaxrl needs the peer venv (gymnax 0.0.9): create it with "
+                "`python scripts/bench.py --setup-peers [DIR]` and pass --peer-python "
+                f"DIR/bin/python (default {os.path.relpath(default, ROOT)} does not exist)"
+            )
+        args.peer_python = default
+
+
+def purejaxrl_file(clone: str, name: str) -> str | None:
+    """Path of PureJaxRL's `name` in a clone (its purejaxrl/ folder, or the folder itself)."""
+    for path in (os.path.join(clone, "purejaxrl", name), os.path.join(clone, name)):
+        if os.path.isfile(path):
+            return path
+    return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -528,8 +603,8 @@ def bench_algo(
     import numpy as np
 
     from jaxlearn.algos import ALGOS, make_train_fn
+    from jaxlearn.bench.side_by_side import final_returns
     from jaxlearn.config import to_dict
-    from jaxlearn.logging import final_returns
 
     bench = f"{algo}_e2e"
     timesteps = args.dqn_timesteps if algo == "dqn" else None
@@ -1276,7 +1351,7 @@ def bench_devices(args: argparse.Namespace, emit: Emitter, on_gpu: bool) -> None
     import jax
     import numpy as np
 
-    from jaxlearn.logging import final_returns
+    from jaxlearn.bench.side_by_side import final_returns
 
     on_cpu = args.platform == "cpu"
     counts = device_counts(args, jax.local_device_count(), on_cpu)
@@ -1370,6 +1445,47 @@ def bench_devices(args: argparse.Namespace, emit: Emitter, on_gpu: bool) -> None
 
 
 # ---------------------------------------------------------------------------------------------
+# purejaxrl: the user's PureJaxRL clone against jaxlearn, interleaved rounds
+
+
+@contextlib.contextmanager
+def watched(what: dict[str, Any]):
+    """The stall watchdog armed for the duration of the block (see compile_and_time)."""
+    if WATCHDOG is not None:
+        WATCHDOG.arm(what)
+    try:
+        yield
+    finally:
+        if WATCHDOG is not None:
+            WATCHDOG.disarm()
+
+
+def bench_purejaxrl(args: argparse.Namespace, emit: Emitter, on_cpu: bool) -> None:
+    """PureJaxRL's ppo.py/dqn.py CartPole configs, both sides, `--rounds` interleaved rounds."""
+    from jaxlearn.bench.side_by_side import PeerError, run_side_by_side, table
+
+    try:
+        summaries = run_side_by_side(
+            clone=os.path.abspath(args.purejaxrl),
+            peer_python=args.peer_python,
+            driver=PUREJAXRL_SCRIPT,
+            algos=["ppo", "dqn"],
+            rounds=args.rounds,
+            seed=args.bench_seed,
+            emit=emit,
+            log=log,
+            timeout=args.peer_timeout,
+            stall_seconds=args.stall_seconds if on_cpu else 0.0,
+            cwd=ROOT,
+            watch=watched,
+        )
+    except PeerError as e:
+        emit({"bench": "purejaxrl", "impl": "purejaxrl", "error": str(e)})
+        return
+    log("jaxlearn against PureJaxRL, same configs, interleaved rounds:\n" + table(summaries))
+
+
+# ---------------------------------------------------------------------------------------------
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1428,6 +1544,8 @@ def main(argv: list[str] | None = None) -> int:
                 bench_sweep(args, emit, on_gpu)
             elif bench == "devices":
                 bench_devices(args, emit, on_gpu)
+            elif bench == "purejaxrl":
+                bench_purejaxrl(args, emit, on_cpu)
         except Exception as e:
             emit({"bench": bench, "impl": "jaxlearn", "error": error_text(e)})
             traceback.print_exc()
