@@ -298,7 +298,9 @@ def plot(path: str, r: ConfigResult) -> None:
     ax.plot(r.curve_steps, mean, label=f"jaxlearn, mean of {r.seeds} seeds (training)")
     ax.fill_between(r.curve_steps, lo, hi, alpha=0.25, label="min-max over seeds")
     for ref, style in zip(REFERENCES.get(r.name, ()), ("--", ":", "-."), strict=False):
-        ax.axhline(ref.value, ls=style, color="k", lw=1, label=f"{ref.source} ({ref.kind})")
+        ax.axhline(
+            ref.value, ls=style, color="k", lw=1, label=f"{ref.source}: {ref.value:g} ({ref.kind})"
+        )
     ax.set_xlabel("env steps (per seed)")
     ax.set_ylabel("episode return")
     ax.set_title(f"{r.name}: {r.algo} on {r.env}")

@@ -1,4 +1,4 @@
-"""Slow learning runs: PPO reaches a return threshold from the shipped configs on fixed seeds."""
+"""Slow learning runs: PPO reaches a return threshold from the shipped configs."""
 
 import os
 
@@ -6,9 +6,14 @@ import jax
 import numpy as np
 import pytest
 
+from jaxlearn import results
 from jaxlearn.algos.ppo import make_train
-from jaxlearn.logging import final_returns
 from jaxlearn.runner import resolve_config
+
+try:  # jaxlearn.logging is being renamed jaxlearn.sinks in the shared tree (one of them exists)
+    from jaxlearn.sinks import final_returns
+except ImportError:
+    from jaxlearn.logging import final_returns
 
 EXPERIMENTS = os.path.join(os.path.dirname(__file__), "..", "..", "experiments")
 
@@ -21,9 +26,15 @@ def _train(name, num_seeds=1, **overrides):
 
 
 @pytest.mark.slow
-def test_ppo_solves_cartpole_from_shipped_config():
-    per_seed = _train("ppo_cartpole.yaml")
-    assert per_seed.mean() >= 475.0, per_seed
+def test_ppo_cartpole_worst_of_4_seeds_solves_it():
+    # The first 4 seeds of `scripts/results.py` (seed keys as the runner's), vmapped in one
+    # program, each with 8 greedy episodes after training. Measured on a loaded 2-core AMD
+    # EPYC: every seed 500 (training and greedy). CleanRL reports 490 +- 6 (training).
+    run_cfg, cfg = resolve_config(config_file=os.path.join(EXPERIMENTS, "ppo_cartpole.yaml"))
+    r = results.train_config("ppo_cartpole", run_cfg, cfg, num_seeds=4, eval_episodes=8)
+    assert r.train.shape == (4,) and r.greedy.shape == (4,)
+    assert r.train.min() >= 475.0, (r.train, r.greedy)
+    assert r.greedy.min() >= 475.0, (r.train, r.greedy)
 
 
 @pytest.mark.slow
