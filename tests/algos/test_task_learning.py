@@ -8,8 +8,8 @@ import pytest
 
 from jaxlearn.algos.base import make_train_fn
 from jaxlearn.algos.ppo import make_learner
-from jaxlearn.logging import final_episode_metrics
 from jaxlearn.runner import resolve_config
+from jaxlearn.sinks import final_episode_metrics
 
 EXPERIMENTS = os.path.join(os.path.dirname(__file__), "..", "..", "experiments")
 
@@ -23,15 +23,18 @@ def _train(name, **overrides):
 
 
 @pytest.mark.slow
-def test_ppo_navigation_curriculum_reaches_intermediate():
-    # A uniformly random policy succeeds in about 42% of BEGINNER episodes (it must stop at
-    # the goal); the stage needs 70% over 100 episodes. Seed 0 measured: INTERMEDIATE at
-    # 49k env steps, ADVANCED at 168k.
+def test_ppo_navigation_curriculum_reaches_advanced():
+    # A uniformly random policy succeeds in about 26% of BEGINNER episodes (it must stop at
+    # the goal); BEGINNER needs 70% over 100 episodes, INTERMEDIATE 60%. Before the fixes
+    # of issue 22 (efficiency weight 1.0, observation lengths / the workspace) seeds stalled
+    # at INTERMEDIATE; with them 4 seeds reached ADVANCED at 57k-63k env steps. The full
+    # 5M-step runs (EXPERT) do not fit CI; docs/tasks.md reports them.
     learner, state, metrics = _train("navigation_curriculum.yaml", total_timesteps=150_000)
     c = state.curriculum
-    assert int(c.stage) >= 1, metrics["curriculum_success_rate"][0, -10:]
     names = learner.curriculum.config.names
-    assert names[1] == "INTERMEDIATE" and int(c.stage_start[1]) > 0
+    assert names[2] == "ADVANCED"
+    assert int(c.stage) >= 2, metrics["curriculum_success_rate"][0, -10:]
+    assert 0 < int(c.stage_start[1]) < int(c.stage_start[2])
 
 
 @pytest.mark.slow
