@@ -228,7 +228,7 @@ def test_each_architecture_compiles_once_and_trials_match_the_same_config_alone(
     cfg = sweep.trial_config(spec, t.params)
     keys = sweep._trial_keys(spec, t.user_attrs["seed_index"])
     _, metrics = jax.jit(jax.vmap(ppo_train(cfg)))(keys)
-    from jaxlearn.logging import final_returns
+    from jaxlearn.sinks import final_returns
 
     alone = float(np.nanmean(final_returns(jax.device_get(metrics), 0.05)))
     assert alone == pytest.approx(t.value, rel=1e-4)

@@ -3,12 +3,15 @@
     jaxlearn-sweep experiments/sweeps/ppo_cartpole.yaml   # or: python scripts/sweep.py ...
     python scripts/sweep.py SPEC.yaml --out sweeps/lr --num-trials 64 --batch-size 16
     python scripts/sweep.py SPEC.yaml --storage postgresql://user@host/db --study-name nav
+    python scripts/sweep.py SPEC.yaml --set total_timesteps=50000   # a shorter sweep
     python scripts/sweep.py --resume sweeps/lr               # after an interruption
     python scripts/sweep.py --resume sweeps/lr --export-best experiments/ppo_best.yaml
 
 Writes into the sweep folder: sweep.yaml (the resolved spec), study.db (unless --storage),
 results.csv, objective.png, best_config.yaml (ready for train.py --config) and
-summary.json. Progress goes to stderr; the summary JSON to stdout. Exit 2: bad input.
+summary.json. Progress goes to stderr (per chunk each live trial's value, per batch how
+each trial ended, both with the best so far); the summary JSON to stdout. Exit 2: bad input
+(nothing written).
 """
 
 from __future__ import annotations
@@ -48,6 +51,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "default), or a count",
     )
     p.add_argument(
+        "--set",
+        metavar="FIELD=VALUE",
+        action="append",
+        default=[],
+        help="override a field of the base train config, after the spec's base and config "
+        "(repeatable; same fields and checks as train.py --set), e.g. total_timesteps=50000",
+    )
+    p.add_argument(
         "--export-best",
         metavar="PATH",
         help="also write the best config to PATH (e.g. experiments/x.yaml); never overwrites",
@@ -62,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
 
     compile_cache.enable()  # a second run of the same shapes loads its programs from disk
     from jaxlearn import sweep
+    from jaxlearn.config import parse_set
 
     if args.export_best and os.path.exists(args.export_best):
         print(f"error: --export-best {args.export_best!r} already exists", file=sys.stderr)
@@ -73,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
                 for k in ("spec", "out", *SPEC_FLAGS)
                 if getattr(args, k) is not None
             ]
+            given += ["--set"] if args.set else []
             if given:
                 raise ValueError(
                     f"--resume takes no {', '.join(given)}: a resumed sweep keeps its spec"
@@ -82,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.spec is None:
                 raise ValueError("give a sweep spec YAML, or --resume DIR")
             overrides = {k: getattr(args, k) for k in SPEC_FLAGS if getattr(args, k) is not None}
-            spec = sweep.load_spec(args.spec, overrides)
+            spec = sweep.load_spec(args.spec, overrides, parse_set(args.set))
             summary = sweep.run(spec, args.out)
     except (ValueError, FileExistsError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -1,0 +1,333 @@
+"""The sweep spec: what is searched, how, and on which base config; validated at the edge.
+
+`load_spec` reads a spec YAML (see `jaxlearn.sweep` for its keys), `spec_from_dict` checks
+a mapping. Every check runs before anything is compiled or written: unknown keys, ranges,
+the objective, the devices, and every bound and choice of the space (each must make a
+valid trial config). Errors are `ConfigError`/`ValueError` naming the field as
+`sweep.<field>=<value>` and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import optuna
+import sqlalchemy
+from sqlalchemy.engine import make_url
+
+from jaxlearn.config import ConfigError, check_float32, load_yaml
+from jaxlearn.envs.setup import base_env
+from jaxlearn.envs.task import TaskEnv
+from jaxlearn.parallel import select_devices
+from jaxlearn.rundir import RunConfig, resolve_config
+from jaxlearn.sweep.trials import trial_config
+
+SAMPLERS = ("tpe", "random")
+PRUNERS = ("median", "hyperband", "none")
+DIRECTIONS = ("maximize", "minimize")
+BASE_OBJECTIVES = ("final_return_mean", "eval_return")
+PARAM_KEYS = {"low", "high", "log", "step", "choices", "type"}
+SWEEP_SET_FIELDS = ("num_seeds", "devices", "init_from")  # the sweep decides these
+
+
+@dataclasses.dataclass(frozen=True)
+class Param:
+    """One searched parameter: a float/int range or a categorical choice."""
+
+    name: str
+    kind: str  # float | int | categorical
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    choices: tuple = ()
+
+    def distribution(self) -> optuna.distributions.BaseDistribution:
+        if self.kind == "categorical":
+            return optuna.distributions.CategoricalDistribution(list(self.choices))
+        if self.kind == "int":
+            return optuna.distributions.IntDistribution(
+                int(self.low), int(self.high), log=self.log, step=int(self.step or 1)
+            )
+        return optuna.distributions.FloatDistribution(
+            float(self.low), float(self.high), log=self.log, step=self.step
+        )
+
+    def extremes(self) -> list[Any]:
+        """Values that must all be valid (checked before anything runs)."""
+        if self.kind == "categorical":
+            return list(self.choices)
+        cast = int if self.kind == "int" else float
+        return [cast(self.low), cast(self.high)]
+
+
+def _bad(field: str, value: Any, allowed: str) -> ConfigError:
+    return ConfigError(f"sweep.{field}={value!r} is invalid: {allowed}")
+
+
+def parse_param(name: str, spec: Any) -> Param:
+    """A `space` entry -> `Param`; errors name the parameter and what is allowed."""
+    where = f"space.{name}"
+    if not isinstance(spec, Mapping):
+        raise _bad(where, spec, "expected a mapping: {low, high[, log, step, type]} or {choices}")
+    unknown = sorted(set(spec) - PARAM_KEYS)
+    if unknown:
+        raise _bad(where, dict(spec), f"unknown key(s) {unknown}; allowed: {sorted(PARAM_KEYS)}")
+    if "choices" in spec:
+        choices = spec["choices"]
+        if not isinstance(choices, list | tuple) or not choices:
+            raise _bad(f"{where}.choices", choices, "must be a non-empty list")
+        for c in choices:
+            if not (c is None or isinstance(c, bool | int | float | str)):
+                raise _bad(
+                    f"{where}.choices",
+                    choices,
+                    "choices must be numbers, strings, booleans or null (for an architecture "
+                    "use num_layers and units)",
+                )
+        extra = sorted(set(spec) - {"choices", "type"})
+        if extra:
+            raise _bad(where, dict(spec), f"{extra} do not apply to choices")
+        return Param(name, "categorical", choices=tuple(choices))
+    if "low" not in spec or "high" not in spec:
+        raise _bad(where, dict(spec), "a range needs both low and high (or give choices)")
+    low, high = spec["low"], spec["high"]
+    for k, v in (("low", low), ("high", high)):
+        try:
+            check_float32("sweep", f"{where}.{k}", v)
+        except ConfigError:
+            raise _bad(f"{where}.{k}", v, "must be a finite number (|x| <= 3.4e38)") from None
+    kind = spec.get("type")
+    if kind is None:
+        kind = "int" if isinstance(low, int) and isinstance(high, int) else "float"
+    if kind not in ("int", "float"):
+        raise _bad(f"{where}.type", kind, "must be int or float")
+    if kind == "int" and not (float(low).is_integer() and float(high).is_integer()):
+        raise _bad(where, dict(spec), "an int range needs integer low and high")
+    if low > high:
+        raise _bad(where, dict(spec), f"low ({low}) must be <= high ({high})")
+    log = spec.get("log", False)
+    if not isinstance(log, bool):
+        raise _bad(f"{where}.log", log, "must be true or false")
+    if log and low <= 0:
+        raise _bad(where, dict(spec), f"a log scale needs low > 0 (got low={low})")
+    step = spec.get("step")
+    if step is not None:
+        if isinstance(step, bool) or not isinstance(step, int | float) or step <= 0:
+            raise _bad(f"{where}.step", step, "must be a number > 0")
+        if log:
+            raise _bad(where, dict(spec), "step and log cannot be combined")
+    return Param(name, kind, low, high, log, step)
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepSpec:
+    """A validated sweep: the base run/algo config, the space, and how to search it."""
+
+    run_cfg: RunConfig
+    algo_cfg: Any
+    space: tuple[Param, ...]
+    objective: str = "final_return_mean"
+    direction: str = "maximize"
+    num_trials: int = 16
+    batch_size: int = 8
+    seeds_per_trial: int = 1
+    sampler: str = "tpe"
+    pruner: str = "median"
+    pruner_startup_trials: int = 4  # median: completed trials before any pruning
+    pruner_warmup_chunks: int = 2  # median: chunks a trial always runs
+    seed: int = 0
+    num_chunks: int = 10  # intermediate reports per trial
+    eval_episodes: int = 16  # objective eval_return: greedy episodes per seed
+    storage: str | None = None  # None: sqlite in the sweep folder
+    study_name: str = "jaxlearn"
+    name: str = "sweep"
+    devices: Any = "auto"  # local devices the lanes are split over: auto/all, or a count
+
+    @property
+    def algo(self) -> str:
+        return self.run_cfg.algo
+
+
+SPEC_FIELDS = {
+    "base",
+    "config",
+    "space",
+    "objective",
+    "direction",
+    "num_trials",
+    "batch_size",
+    "seeds_per_trial",
+    "sampler",
+    "pruner",
+    "pruner_startup_trials",
+    "pruner_warmup_chunks",
+    "seed",
+    "num_chunks",
+    "eval_episodes",
+    "storage",
+    "study_name",
+    "name",
+    "devices",
+}
+
+
+def lane_devices(value: Any) -> list:
+    """The local devices a sweep splits its lanes over: `auto`/`all` every one, or the
+    first N (`parallel.select_devices` checks the value)."""
+    try:
+        return select_devices("all" if value in (None, "auto") else value, num_seeds=1)
+    except ValueError as e:
+        raise ValueError(f"sweep.{e}") from None
+
+
+def _int_field(d: Mapping, key: str, default: int, low: int) -> int:
+    v = d.get(key, default)
+    if isinstance(v, bool) or not isinstance(v, int) or v < low:
+        raise _bad(key, v, f"must be an integer >= {low}")
+    return v
+
+
+def _choice_field(d: Mapping, key: str, default: str, allowed: tuple[str, ...]) -> str:
+    v = d.get(key, default)
+    if v not in allowed:
+        raise _bad(key, v, f"must be one of {list(allowed)}")
+    return v
+
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def _name_field(value: Any) -> str:
+    """A sweep name becomes a folder name under sweeps/: one plain path component."""
+    if not isinstance(value, str) or not _NAME.fullmatch(value):
+        raise _bad(
+            "name",
+            value,
+            "must be 1-100 letters, digits, '.', '_' or '-', starting with a letter or digit "
+            "(it names a folder under sweeps/)",
+        )
+    return value
+
+
+def _storage_field(value: Any) -> str | None:
+    """An Optuna RDB URL whose database driver is installed (None: sqlite in the folder)."""
+    if value is None:
+        return None
+    allowed = "must be a database URL such as sqlite:///path/study.db or postgresql://host/db"
+    if not isinstance(value, str):
+        raise _bad("storage", value, allowed)
+    try:
+        make_url(value).get_dialect()
+    except sqlalchemy.exc.ArgumentError:
+        raise _bad("storage", value, allowed) from None
+    except (sqlalchemy.exc.NoSuchModuleError, ImportError) as e:
+        raise _bad(
+            "storage", value, f"{allowed}; its database driver is not available: {e}"
+        ) from None
+    return value
+
+
+def load_spec(
+    path: str,
+    overrides: Mapping[str, Any] | None = None,
+    config_overrides: Mapping[str, Any] | None = None,
+) -> SweepSpec:
+    """Read a sweep spec from YAML (`base` is relative to the file).
+
+    Args:
+        path: the spec YAML.
+        overrides: replace top-level spec keys (`num_trials`, `batch_size`, ...).
+        config_overrides: train.py config fields set on top of the spec's `base` and
+            `config` (what `sweep.py --set field=value` gives; values may be strings,
+            parsed and checked as train.py's `--set` values are).
+    """
+    if not os.path.isfile(path):
+        raise ValueError(f"sweep spec {path!r}: no such file")
+    raw = load_yaml(path, "sweep spec")
+    raw = {**raw, **(overrides or {})}
+    if config_overrides:
+        config = raw.get("config") or {}
+        if not isinstance(config, Mapping):
+            raise _bad("config", config, "must be a mapping of train.py config fields")
+        for k in SWEEP_SET_FIELDS:
+            if k in config_overrides:
+                raise ConfigError(
+                    f"--set {k}={config_overrides[k]!r} is invalid: a sweep sets {k} itself "
+                    "(use seeds_per_trial / --seeds-per-trial, --devices)"
+                )
+        raw["config"] = {**config, **config_overrides}
+    raw.setdefault("name", os.path.splitext(os.path.basename(path))[0])
+    return spec_from_dict(raw, base_dir=os.path.dirname(os.path.abspath(path)))
+
+
+def spec_from_dict(raw: Mapping[str, Any], base_dir: str = ".") -> SweepSpec:
+    """Validate a sweep spec mapping; nothing is compiled or written."""
+    unknown = sorted(set(raw) - SPEC_FIELDS)
+    if unknown:
+        raise ValueError(f"sweep: unknown key(s) {unknown}; allowed: {sorted(SPEC_FIELDS)}")
+    base = raw.get("base")
+    if base is not None and not os.path.isabs(base):
+        base = os.path.join(base_dir, base)
+    config = raw.get("config") or {}
+    if not isinstance(config, Mapping):
+        raise _bad("config", config, "must be a mapping of train.py config fields")
+    for k in SWEEP_SET_FIELDS:
+        if k in config:
+            raise _bad(f"config.{k}", config[k], "is set by the sweep (use seeds_per_trial)")
+    run_cfg, algo_cfg = resolve_config(config_file=base, overrides=dict(config))
+    if run_cfg.num_seeds != 1:
+        run_cfg = dataclasses.replace(run_cfg, num_seeds=1)
+    space_raw = raw.get("space")
+    if not isinstance(space_raw, Mapping) or not space_raw:
+        raise _bad("space", space_raw, "must be a non-empty mapping of parameter: range")
+    space = tuple(parse_param(str(k), v) for k, v in space_raw.items())
+    spec = SweepSpec(
+        run_cfg=run_cfg,
+        algo_cfg=algo_cfg,
+        space=space,
+        objective=str(raw.get("objective", "final_return_mean")),
+        direction=_choice_field(raw, "direction", "maximize", DIRECTIONS),
+        num_trials=_int_field(raw, "num_trials", 16, 1),
+        batch_size=_int_field(raw, "batch_size", 8, 1),
+        seeds_per_trial=_int_field(raw, "seeds_per_trial", 1, 1),
+        sampler=_choice_field(raw, "sampler", "tpe", SAMPLERS),
+        pruner=_choice_field(raw, "pruner", "median", PRUNERS),
+        pruner_startup_trials=_int_field(raw, "pruner_startup_trials", 4, 0),
+        pruner_warmup_chunks=_int_field(raw, "pruner_warmup_chunks", 2, 0),
+        seed=_int_field(raw, "seed", 0, 0),
+        num_chunks=_int_field(raw, "num_chunks", 10, 1),
+        eval_episodes=_int_field(raw, "eval_episodes", 16, 1),
+        storage=_storage_field(raw.get("storage")),
+        study_name=str(raw.get("study_name", "jaxlearn")),
+        name=_name_field(raw.get("name", "sweep")),
+        devices=raw.get("devices", "auto"),
+    )
+    _check_objective(spec)
+    lane_devices(spec.devices)
+    for p in spec.space:  # every bound and choice must make a valid config
+        for v in p.extremes():
+            try:
+                trial_config(spec, {p.name: v}).check_env()  # env-side checks too
+            except ValueError as e:
+                raise ValueError(f"sweep.space.{p.name}: the value {v!r} is invalid: {e}") from None
+    return spec
+
+
+def _episode_metric_names(algo_cfg: Any) -> list[str]:
+    env, params = base_env(algo_cfg)
+    if not isinstance(env, TaskEnv):
+        return []
+    names = list(env.task_metrics)
+    names += [f"reward_{k}" for k in params.reward_weights]
+    return names
+
+
+def _check_objective(spec: SweepSpec) -> None:
+    allowed = [*BASE_OBJECTIVES, *_episode_metric_names(spec.algo_cfg)]
+    if spec.objective not in allowed:
+        raise _bad("objective", spec.objective, f"must be one of {allowed}")
