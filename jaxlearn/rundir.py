@@ -55,7 +55,6 @@ from jaxlearn.config import (
     load_yaml,
     to_dict,
 )
-from jaxlearn.logging import CURVE_FILE
 
 CONFIG_FILE = "config.yaml"
 LOCK_FILE = "writer.lock"
@@ -64,6 +63,7 @@ DAMAGED_DIR = "checkpoints_damaged"
 RESTARTED_DIR = "restarted"
 EVENTS_PREFIX = "events.out.tfevents"
 METRICS_FILE = "metrics.json"
+CURVE_FILE = "curve.csv"  # the return per update (jaxlearn.sinks.write_curve)
 LEARNING_CURVE_FILE = "learning_curve.png"
 CURRICULUM_FILE = "curriculum.png"
 ADAPTERS_DIR = "adapters"
@@ -308,6 +308,16 @@ class RunFolder:
         """Where TensorBoard writes (the folder itself)."""
         return self.path
 
+    def event_files(self) -> list[str]:
+        """The TensorBoard event files in the folder, oldest first."""
+        names = sorted(n for n in os.listdir(self.path) if n.startswith(EVENTS_PREFIX))
+        return [self.file(n) for n in names]
+
+    def new_event_file(self) -> str:
+        """A fresh event file path for this writer (TensorBoard reads them in name order)."""
+        stamp = f"{datetime.datetime.now():%Y%m%d%H%M%S%f}"
+        return self.file(f"{EVENTS_PREFIX}.{stamp}.{socket.gethostname()}.{os.getpid()}")
+
     def adapters_dir(self, seed: int) -> str:
         return os.path.join(self.path, ADAPTERS_DIR, f"seed_{seed}")
 
@@ -334,6 +344,13 @@ class RunFolder:
             return bool(ckpt.steps())
         finally:
             ckpt.close()
+
+    def latest_checkpoint(self) -> int | None:
+        """The newest step folder Orbax has committed (a listing; nothing is verified)."""
+        if not os.path.isdir(self.checkpoint_dir):
+            return None
+        steps = [int(n) for n in os.listdir(self.checkpoint_dir) if n.isdigit()]
+        return max(steps, default=None)
 
     def set_aside_events(self) -> str | None:
         """Move the TensorBoard events in the folder to `restarted/<time>/` (kept, and

@@ -7,10 +7,15 @@ No callbacks run inside the hot loop.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import inspect
 import json
 import math
+import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -23,15 +28,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from jaxlearn import algos, lora, resources, rundir, transfer
 from jaxlearn.algos.base import Learner
-from jaxlearn.checkpoint import Checkpointer
-from jaxlearn.logging import (
-    MetricLogger,
-    final_episode_metrics,
-    final_returns,
-    plot_curriculum,
-    plot_learning_curve,
-    write_curve,
-)
+from jaxlearn.checkpoint import Checkpointer, CheckpointError
 from jaxlearn.parallel import (
     DATA_AXIS,
     data_mesh,
@@ -42,6 +39,20 @@ from jaxlearn.parallel import (
     seed_sharding,
     select_devices,
     shard_seeds,
+)
+from jaxlearn.progress import Progress, stage_changes
+from jaxlearn.sinks import (
+    EventWriter,
+    SinkError,
+    chunk_scalars,
+    final_episode_metrics,
+    over_seeds,
+    plot_curriculum,
+    plot_learning_curve,
+    return_window,
+    returns,
+    trim_events,
+    write_curve,
 )
 
 # The run's config lives with its folder (jaxlearn.rundir); re-exported for callers.
@@ -90,6 +101,69 @@ class DivergenceError(RuntimeError):
     """Training produced NaN or Inf in the loss or the parameters."""
 
 
+class RunWriteError(RuntimeError):
+    """A write of the run failed (a full disk, an I/O error, a vanished folder): the run
+    stopped; its committed checkpoints stay, and `--resume` continues once it is fixed."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """The run was stopped by SIGINT (Ctrl-C) or SIGTERM after its folder existed.
+
+    Attributes: `run_dir`; `step`, the newest committed checkpoint (None: none yet);
+    `signum`, the signal (exit status 128 + signum).
+    """
+
+    def __init__(self, run_dir: str, step: int | None, signum: int = signal.SIGINT):
+        super().__init__(run_dir)
+        self.run_dir, self.step, self.signum = run_dir, step, int(signum)
+
+    def message(self) -> str:
+        """One line saying how to continue the run."""
+        where = "no checkpoint yet" if self.step is None else f"last checkpoint: update {self.step}"
+        return f"interrupted ({where}); continue with --resume {self.run_dir}"
+
+
+@contextlib.contextmanager
+def _stop_on_signal(notice: Callable[[str], None]):
+    """SIGINT and SIGTERM ask the loop to stop after the current chunk (the yielded list
+    gets the signal number); a second signal stops at once (KeyboardInterrupt). Only in the
+    main thread of a one-process run; elsewhere signals keep their default handling."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread() or jax.process_count() > 1:
+        yield received
+        return
+
+    def handler(signum, frame):
+        if received:
+            raise KeyboardInterrupt
+        received.append(signum)
+        notice("[interrupt] stopping after the current chunk (again to stop at once)")
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def _interruptible(folder: rundir.RunFolder, body: Callable[[], dict[str, Any]]):
+    """Run `body`; an interrupt becomes `RunInterrupted` naming the folder."""
+    try:
+        return body()
+    except RunInterrupted:
+        raise
+    except KeyboardInterrupt:
+        raise RunInterrupted(folder.path, _latest_checkpoint(folder)) from None
+
+
+def _latest_checkpoint(folder: rundir.RunFolder) -> int | None:
+    try:
+        return folder.latest_checkpoint()
+    except Exception:  # noqa: BLE001 - best effort for a message on the way out
+        return None
+
+
 def run(
     run_cfg: RunConfig,
     algo_cfg: Any,
@@ -105,6 +179,7 @@ def run(
     would (its checkpoint can be resumed with `resume`).
     """
     learner, devices = _make_learner(run_cfg, algo_cfg)  # checked; nothing compiled yet
+    run_cfg = _with_actual_chunks(run_cfg, learner.num_updates)
     memory = check_memory(run_cfg, algo_cfg, devices)
     source = None
     if run_cfg.init_from is not None:  # checked against this network before the run exists
@@ -124,18 +199,31 @@ def run(
     else:
         folder = rundir.create(out, run_cfg, algo_cfg)
     with folder:
-        return _loop(
+        return _interruptible(
             folder,
-            run_cfg,
-            algo_cfg,
-            learner,
-            devices,
-            None,
-            log,
-            stop_after_chunks,
-            source,
-            memory,
+            lambda: _loop(
+                folder,
+                run_cfg,
+                algo_cfg,
+                learner,
+                devices,
+                None,
+                log,
+                stop_after_chunks,
+                source,
+                memory,
+            ),
         )
+
+
+def _with_actual_chunks(run_cfg: RunConfig, num_updates: int) -> RunConfig:
+    """`run_cfg` with `num_chunks` set to the number of device calls the run makes (what
+    config.yaml records); the same chunk size follows from it on resume."""
+    chunk = choose_chunk_size(num_updates, run_cfg.num_chunks)
+    calls = math.ceil(num_updates / chunk)
+    if calls == run_cfg.num_chunks or choose_chunk_size(num_updates, calls) != chunk:
+        return run_cfg
+    return dataclasses.replace(run_cfg, num_chunks=calls)
 
 
 def _barrier(name: str) -> None:
@@ -208,8 +296,20 @@ def resume(
                     + (f" (earlier TensorBoard events moved to {moved})" if moved else "")
                 )
             mode = None
-        return _loop(
-            folder, run_cfg, algo_cfg, learner, devices, mode, log, stop_after_chunks, None, memory
+        return _interruptible(
+            folder,
+            lambda: _loop(
+                folder,
+                run_cfg,
+                algo_cfg,
+                learner,
+                devices,
+                mode,
+                log,
+                stop_after_chunks,
+                None,
+                memory,
+            ),
         )
 
 
@@ -278,19 +378,20 @@ def _loop(
 ) -> dict[str, Any]:
     run_dir = folder.path
     chief = jax.process_index() == 0
-    log = log or (lambda s: print(s, file=sys.stderr, flush=True))
     if not chief:
         log = lambda s: None  # noqa: E731 - process 0 reports for everyone
+    num_updates = learner.num_updates
+    steps_per_update = learner.env_steps_per_update
+    progress = Progress(num_updates, steps_per_update, run_cfg.num_seeds, log=log)
+    log = progress.log
     resolved = rundir.resolved(run_cfg, algo_cfg)
     procs, rank = jax.process_count(), jax.process_index()
     # One agent across processes: every process holds lanes of the same global arrays.
     across = _one_agent_across_processes(run_cfg)
     local_seeds = 1 if across else run_cfg.num_seeds // procs
     mine = slice(0, 1) if across else slice(rank * local_seeds, (rank + 1) * local_seeds)
-    num_updates = learner.num_updates
     chunk_size = choose_chunk_size(num_updates, run_cfg.num_chunks)
     num_calls = math.ceil(num_updates / chunk_size)
-    steps_per_update = learner.env_steps_per_update
     hparams = learner.hparams
     keys = jax.random.split(jax.random.key(run_cfg.seed), run_cfg.num_seeds)
     eval_keys = jax.random.split(
@@ -397,9 +498,11 @@ def _loop(
     chunk = jax.jit(chunk_fn, donate_argnums=0, out_shardings=lanes)
     chunk = chunk.lower(state, hparams, np.int32(chunk_size)).compile()
     evaluate = None
-    if run_cfg.eval_episodes and learner.evaluate is not None:
+    # `greedy_episodes` (the learner refactor of issue 18; `evaluate` before it)
+    greedy = getattr(learner, "greedy_episodes", None) or getattr(learner, "evaluate", None)
+    if run_cfg.eval_episodes and greedy is not None:
         n = run_cfg.eval_episodes
-        per_lane = jax.vmap(lambda s, k: learner.evaluate(s, k, n))
+        per_lane = jax.vmap(lambda s, k: greedy(s, k, n))
         # a data-parallel agent's replicas share their parameters: evaluate the first
         evaluate = jax.jit(
             (lambda s, k: per_lane(jax.tree.map(lambda x: x[:1], s), k))
@@ -418,6 +521,15 @@ def _loop(
     if memory is not None:
         log(f"  {memory.summary()}")
 
+    window = return_window(num_updates, run_cfg.final_fraction)
+    writer = None
+    if chief:
+        if mode == "resume":  # what came after the restored checkpoint is written again
+            trim_events(folder.event_files(), done_updates * steps_per_update)
+        writer = EventWriter(folder.new_event_file())
+        if memory is not None:
+            writer.scalars(done_updates * steps_per_update, _memory_scalars(memory, state))
+
     def save(step: int) -> None:
         eval_return = None
         extra = {}
@@ -425,11 +537,18 @@ def _loop(
             result = evaluate(state, eval_keys)
             result = fetch(result) if across else _gather(jax.device_get(result))
             eval_return = float(np.mean(result["returns"]))
+            per_seed = np.mean(result["returns"], axis=1)
             extra["eval"] = {
                 "return_mean": eval_return,
-                "return_per_seed": np.mean(result["returns"], axis=1).tolist(),
+                "return_per_seed": per_seed.tolist(),
                 "episodes_per_seed": run_cfg.eval_episodes,
             }
+            if writer is not None:  # every seed evaluates as many episodes: one mean
+                mean, lo, hi = over_seeds(per_seed)
+                writer.scalars(
+                    step * steps_per_update,
+                    {"eval/return": mean, "eval/return_min": lo, "eval/return_max": hi},
+                )
         history = {k: np.concatenate([m[k] for m in all_metrics], axis=1) for k in all_metrics[0]}
         lanes_of_all = fetch(state) if across else _gather_lanes(state)
         if not chief:
@@ -444,94 +563,192 @@ def _loop(
             extra=extra,
         )
 
-    logger = MetricLogger(folder.events_dir) if chief else None
     run_seconds = 0.0
     every = run_cfg.checkpoint_every
     first_call = done_updates // chunk_size
     calls_done = 0
     completed = False
+    stage = None  # each seed's curriculum stage after the last chunk
+    if all_metrics and "curriculum_stage" in all_metrics[0]:
+        stage = all_metrics[0]["curriculum_stage"][:, -1]
+    curriculum = getattr(learner, "curriculum", None)
+    names = [] if curriculum is None else list(curriculum.config.names)
+    progress.start(done_updates)
     try:
-        for c in range(first_call, num_calls):
-            active = min(chunk_size, num_updates - done_updates)
-            t = time.perf_counter()
-            state, metrics = chunk(state, hparams, np.int32(active))
-            if across:  # replicas agree: this process's first lane
-                metrics = {k: np.asarray(v.addressable_data(0)) for k, v in metrics.items()}
-            else:
-                metrics = jax.device_get(metrics)  # waits for the device
-            dt = time.perf_counter() - t
-            run_seconds += dt
-            lanes_kept = 1 if data_parallel else local_seeds  # replicas agree
-            metrics = {k: np.asarray(v)[:lanes_kept, :active] for k, v in metrics.items()}
-            if not across:
-                metrics = _gather(metrics)  # every process's seeds, [num_seeds, K]
-            _check_finite(metrics, done_updates, run_dir, ckpt)
-            all_metrics.append(metrics)
-            first_step = done_updates * steps_per_update
-            before = done_updates
-            done_updates += active
-            if logger is not None:
-                logger.log_chunk(metrics, first_step, steps_per_update)
-            ckpt.poll()  # "checkpoint N" for an earlier save whose write has finished
-            env_steps = done_updates * steps_per_update
-            ret = _mean_return(metrics)
-            sps = run_cfg.num_seeds * active * steps_per_update / max(dt, 1e-9)
-            total = num_updates * steps_per_update
-            log(
-                f"  chunk {c + 1}/{num_calls}  step {env_steps:,}/{total:,}"
-                f"  {sps:,.0f} steps/s  return {ret:.2f}"
-            )
-            last = done_updates == num_updates
-            if last or not every or done_updates // every > before // every:
-                save(done_updates)
-            calls_done += 1
-            if stop_after_chunks is not None and calls_done >= stop_after_chunks and not last:
-                ckpt.close()
-                log(f"[stopped] after {calls_done} chunk(s); resume with --resume {run_dir}")
-                return {"run_dir": run_dir, "stopped_at_update": done_updates}
+        with _stop_on_signal(log) as signals:
+            for c in range(first_call, num_calls):
+                active = min(chunk_size, num_updates - done_updates)
+                t = time.perf_counter()
+                state, metrics = chunk(state, hparams, np.int32(active))
+                if across:  # replicas agree: this process's first lane
+                    metrics = {k: np.asarray(v.addressable_data(0)) for k, v in metrics.items()}
+                else:
+                    metrics = jax.device_get(metrics)  # waits for the device
+                dt = time.perf_counter() - t
+                run_seconds += dt
+                lanes_kept = 1 if data_parallel else local_seeds  # replicas agree
+                metrics = {k: np.asarray(v)[:lanes_kept, :active] for k, v in metrics.items()}
+                if not across:
+                    metrics = _gather(metrics)  # every process's seeds, [num_seeds, K]
+                _check_finite(metrics, done_updates, run_dir, ckpt)
+                all_metrics.append(metrics)
+                before = done_updates
+                done_updates += active
+                history = {k: np.concatenate([m[k] for m in all_metrics], axis=1) for k in metrics}
+                curve = returns(history, window)
+                if writer is not None:
+                    for i, row in enumerate(chunk_scalars(metrics, curve, before)):
+                        writer.scalars((before + i + 1) * steps_per_update, row)
+                    writer.flush()
+                ckpt.poll()  # "checkpoint N" for an earlier save whose write has finished
+                if "curriculum_stage" in metrics:
+                    for line in stage_changes(
+                        metrics["curriculum_stage"], stage, before, steps_per_update, names
+                    ):
+                        log(line)
+                    stage = metrics["curriculum_stage"][:, -1]
+                sps = run_cfg.num_seeds * active * steps_per_update / max(dt, 1e-9)
+                progress.chunk(
+                    c, num_calls, done_updates, sps, (curve.mean[-1], curve.min[-1], curve.max[-1])
+                )
+                last = done_updates == num_updates
+                if last or not every or done_updates // every > before // every:
+                    save(done_updates)
+                calls_done += 1
+                if signals and not last:
+                    ckpt.close()
+                    raise RunInterrupted(run_dir, ckpt.latest_step(), signals[0])
+                if stop_after_chunks is not None and calls_done >= stop_after_chunks and not last:
+                    ckpt.close()
+                    progress.close()
+                    log(f"[stopped] after {calls_done} chunk(s); resume with --resume {run_dir}")
+                    return {"run_dir": run_dir, "stopped_at_update": done_updates}
         completed = True
+    except (SinkError, CheckpointError, OSError) as e:
+        raise RunWriteError(
+            f"{e}; the run stopped at update {done_updates}/{num_updates} "
+            f"({_last_checkpoint_text(ckpt)}); once the cause is fixed (e.g. disk space), "
+            f"continue with --resume {run_dir}"
+        ) from e
     finally:
-        if logger is not None:
-            logger.close()
+        progress.close()
         if not completed:  # an error is on its way out: wait for the writes, keep the error
             ckpt.close(quiet=True)
-    ckpt.close()
+            if writer is not None:
+                with contextlib.suppress(SinkError):
+                    writer.close()
+    try:
+        ckpt.close()
+        if writer is not None:
+            writer.close()
+        return _finish(
+            folder,
+            run_cfg,
+            algo_cfg,
+            learner,
+            state,
+            all_metrics,
+            window,
+            devices,
+            {
+                "mode": mode,
+                "source": source,
+                "memory": memory,
+                "log": log,
+                "run_seconds": run_seconds,
+                "compile_seconds": compile_seconds,
+                "timed_updates": num_updates - first_call * chunk_size,
+                "trainable": trainable,
+                "num_params": num_params,
+                "data_parallel": data_parallel,
+                "across": across,
+                "local_seeds": local_seeds,
+                "mine": mine,
+            },
+        )
+    except (SinkError, CheckpointError, OSError) as e:
+        raise RunWriteError(
+            f"{e}; the run trained to its end ({_last_checkpoint_text(ckpt)}) but its reports "
+            f"are incomplete; once the cause is fixed, --resume {run_dir} writes them"
+        ) from e
 
+
+def _last_checkpoint_text(ckpt: Checkpointer) -> str:
+    try:
+        last = ckpt.latest_step()
+    except Exception:  # noqa: BLE001 - best effort inside an error message
+        last = None
+    return "no checkpoint yet" if last is None else f"last checkpoint: update {last}"
+
+
+def _memory_scalars(memory: resources.Estimate, state: Any) -> dict[str, float]:
+    """The estimated device bytes, the train state's measured bytes, and the device's peak
+    bytes in use where the backend reports it (GPUs and TPUs; not the CPU)."""
+    out = {
+        "memory/estimated_device_bytes": float(memory.device_bytes),
+        "memory/state_bytes": float(sum(x.nbytes for x in jax.tree.leaves(state))),
+    }
+    stats = jax.local_devices()[0].memory_stats() or {}
+    if "peak_bytes_in_use" in stats:
+        out["memory/device_peak_bytes"] = float(stats["peak_bytes_in_use"])
+    return out
+
+
+def _finish(
+    folder: rundir.RunFolder,
+    run_cfg: RunConfig,
+    algo_cfg: Any,
+    learner: Learner,
+    state: Any,
+    all_metrics: list[dict[str, np.ndarray]],
+    window: int,
+    devices: list,
+    run: dict[str, Any],
+) -> dict[str, Any]:
+    """The finished run's reports: curve.csv, plots, adapters, then metrics.json (written
+    last and atomically: it marks the run finished). Returns metrics.json's content."""
+    run_dir = folder.path
+    chief = jax.process_index() == 0
+    across, mine, log = run["across"], run["mine"], run["log"]
+    num_updates = learner.num_updates
+    steps_per_update = learner.env_steps_per_update
     stacked = {k: np.concatenate([m[k] for m in all_metrics], axis=1) for k in all_metrics[0]}
-    per_seed = final_returns(stacked, run_cfg.final_fraction)
-    total_steps = num_updates * steps_per_update
+    curve = returns(stacked, window)
+    per_seed = curve.per_seed[:, -1]
+    source, memory = run["source"], run["memory"]
     summary = {
         "algo": run_cfg.algo,
         "env": algo_cfg.env,
         "num_seeds": run_cfg.num_seeds,
         "seed": run_cfg.seed,
-        "total_timesteps": total_steps,
+        "total_timesteps": num_updates * steps_per_update,
         "num_updates": num_updates,
+        "num_chunks": math.ceil(num_updates / choose_chunk_size(num_updates, run_cfg.num_chunks)),
         "env_steps_per_second": run_cfg.num_seeds
-        * (num_updates - first_call * chunk_size)
+        * run["timed_updates"]
         * steps_per_update
-        / max(run_seconds, 1e-9),
-        "run_seconds": run_seconds,
-        "compile_seconds": compile_seconds,
+        / max(run["run_seconds"], 1e-9),
+        "run_seconds": run["run_seconds"],
+        "compile_seconds": run["compile_seconds"],
         "memory_estimate": None if memory is None else memory.to_dict(),
-        "final_return_mean": float(np.nanmean(per_seed)),
-        "final_return_min": float(np.nanmin(per_seed)),
+        "final_return_mean": float(curve.mean[-1]),
+        "final_return_min": float(curve.min[-1]),
         "final_return_per_seed": [float(x) for x in per_seed],
         "final_episode_metrics": final_episode_metrics(stacked, run_cfg.final_fraction),
-        "resumed": mode == "resume",
+        "resumed": run["mode"] == "resume",
         "device": str(devices[0].device_kind),
         "num_devices": len(devices),
-        "data_parallel": data_parallel,
+        "data_parallel": run["data_parallel"],
         "across_processes": across,
         "jax_version": jax.__version__,
-        "parameters": {"trainable": trainable, "total": num_params},
+        "parameters": {"trainable": run["trainable"], "total": run["num_params"]},
         "init_from": None
         if source is None
         else {"run_dir": source.run_dir, "checkpoint": source.checkpoint, "step": source.step},
     }
     if lora.has_adapters(state.params):  # the adapters of each of this process's seeds
         params = fetch(state.params) if across else jax.device_get(state.params)
-        kept = 1 if data_parallel else local_seeds
+        kept = 1 if run["data_parallel"] else run["local_seeds"]
         if across and not chief:
             kept = 0  # one agent: process 0 saves its adapters
         for j in range(kept):
@@ -544,7 +761,7 @@ def _loop(
     curriculum_state = None
     if curriculum is not None:
         curriculum_state = _gather(jax.device_get(state.curriculum))
-    summary["num_processes"] = procs
+    summary["num_processes"] = jax.process_count()
     _barrier("finished")
     if not chief:  # process 0 writes the run folder's reports
         summary["run_dir"] = run_dir
@@ -558,15 +775,17 @@ def _loop(
             folder.curriculum_file,
             title=f"Curriculum on {algo_cfg.env} ({run_cfg.num_seeds} seed(s))",
         )
-    with open(folder.metrics_file, "w") as f:
-        json.dump(summary, f, indent=2)
-    write_curve(folder.curve_file, stacked, steps_per_update)
+    write_curve(folder.curve_file, stacked, steps_per_update, run_cfg.final_fraction)
     plot_learning_curve(
-        stacked,
+        curve,
         steps_per_update,
         folder.learning_curve_file,
         title=(f"{run_cfg.algo.upper()} on {algo_cfg.env} ({run_cfg.num_seeds} seed(s))"),
     )
+    tmp = f"{folder.metrics_file}.partial"
+    with open(tmp, "w") as f:
+        json.dump(summary, f, indent=2)
+    os.replace(tmp, folder.metrics_file)
     log(
         f"[{run_cfg.algo} {algo_cfg.env}] done: final return {summary['final_return_mean']:.2f} "
         f"(worst seed {summary['final_return_min']:.2f}), "
@@ -613,8 +832,3 @@ def _curriculum_summary(curriculum: Any, c: Any, steps_per_update: int) -> dict[
             for row in starts
         ],
     }
-
-
-def _mean_return(metrics: dict[str, np.ndarray]) -> float:
-    n = metrics["episode_count"].sum()
-    return float(metrics["episode_return_sum"].sum() / n) if n > 0 else float("nan")

@@ -125,9 +125,9 @@ MUTATIONS = [
     ),
     Mutation(
         "final_returns_per_update",
-        "jaxlearn/logging.py",
-        "out[s] = sums[s, -w:].sum() / counts[s, -w:].sum()",
-        "out[s] = sums[s, -w:].sum() / w",
+        "jaxlearn/sinks.py",
+        "per_seed = np.where(latest >= 0, total / n, np.nan)",
+        "per_seed = np.where(latest >= 0, total / (idx + 1 - start), np.nan)",
         METRICS,
         "final_returns divides by the number of updates, not of episodes",
     ),

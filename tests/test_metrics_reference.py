@@ -1,5 +1,5 @@
 """The headline metrics against plain NumPy references written from their docstrings:
-`logging.final_returns`, `episode_means`, `episode_extra_means`, `final_episode_metrics`,
+`sinks.final_returns`, `episode_means`, `episode_extra_means`, `final_episode_metrics`,
 `write_curve`, `evaluation.summarize` and the sweep objective (`sweep._objective`)."""
 
 import csv
@@ -10,7 +10,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from jaxlearn import logging as L
+from jaxlearn import sinks as L
 from jaxlearn import sweep
 from jaxlearn.evaluation import summarize
 
@@ -186,6 +186,9 @@ def test_final_episode_metrics_pool_seeds_over_the_last_window(fraction):
 
 
 def test_write_curve_rows(tmp_path):
+    """Each row's return is the documented one (`sinks.returns`): per seed, return sum /
+    episodes over its last ceil(0.05 * 12) = 1 update, widened back until it holds an
+    episode; then the plain mean (and min, max) over the seeds that have one."""
     m = make_history(num_updates=12)
     m["episode_count"][:, 4] = 0.0  # an update where no seed finished an episode
     m["episode_return_sum"][:, 4] = 0.0
@@ -194,17 +197,28 @@ def test_write_curve_rows(tmp_path):
     with open(path) as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 12
+    sums, counts = m["episode_return_sum"], m["episode_count"]
     for i, row in enumerate(rows):
         assert int(row["update"]) == i + 1
         assert int(row["env_steps"]) == 256 * (i + 1)
-        n = m["episode_count"][:, i].sum()
-        assert int(row["episodes"]) == n
-        if n == 0:
-            assert row["episode_return_mean"] == ""
-        else:
-            ref = pooled_mean(m["episode_return_sum"][:, i], m["episode_count"][:, i])
-            np.testing.assert_allclose(float(row["episode_return_mean"]), ref, rtol=1e-5)
-    assert rows[4]["episode_return_mean"] == ""
+        assert int(row["episodes"]) == counts[:, i].sum()
+        per_seed = []
+        for s in range(sums.shape[0]):
+            lo = i
+            while lo > 0 and counts[s, lo : i + 1].sum() == 0:
+                lo -= 1
+            if counts[s, lo : i + 1].sum() > 0:
+                per_seed.append(pooled_mean(sums[s, lo : i + 1], counts[s, lo : i + 1]))
+        ref = sum(per_seed) / len(per_seed)
+        np.testing.assert_allclose(float(row["episode_return_mean"]), ref, rtol=1e-5)
+        np.testing.assert_allclose(float(row["episode_return_min"]), min(per_seed), rtol=1e-5)
+        np.testing.assert_allclose(float(row["episode_return_max"]), max(per_seed), rtol=1e-5)
+    # update 5 had no episode: each seed's value reaches back to its latest episode
+    assert rows[4]["episode_return_mean"] != ""
+    empty = {k: np.zeros_like(v) for k, v in m.items()}
+    L.write_curve(str(path), empty, steps_per_update=256)
+    with open(path) as f:
+        assert all(r["episode_return_mean"] == "" for r in csv.DictReader(f))
 
 
 # ------------------------------------------------------------------------ summarize

@@ -102,7 +102,22 @@ def _initialize_distributed(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Exit status: 0 done, 2 bad input (nothing written), 3 the run diverged."""
+    """Exit status: 0 done, 1 a write failed (disk full, I/O error: the run stopped, its
+    checkpoints kept), 2 bad input (nothing written), 3 the run diverged, 130 Ctrl-C (143
+    SIGTERM): one line says how to resume, no traceback."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt as e:
+        from jaxlearn.runner import RunInterrupted
+
+        if isinstance(e, RunInterrupted):
+            print(e.message(), file=sys.stderr)
+            return 128 + e.signum
+        print("interrupted before the run folder was created; nothing to resume", file=sys.stderr)
+        return 130
+
+
+def _main(argv: list[str] | None) -> int:
     args = parse_args(argv)
     from jaxlearn import compile_cache
 
@@ -122,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from jaxlearn.checkpoint import CheckpointError
     from jaxlearn.config import parse_set
-    from jaxlearn.runner import DivergenceError, resolve_config, resume, run
+    from jaxlearn.runner import DivergenceError, RunWriteError, resolve_config, resume, run
 
     if args.resume is not None:
         given = [
@@ -145,6 +160,9 @@ def main(argv: list[str] | None = None) -> int:
         except DivergenceError as e:
             print(f"error: {e}", file=sys.stderr)
             return 3
+        except RunWriteError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
         return _report(summary)
 
     overrides: dict = {}
@@ -182,6 +200,9 @@ def main(argv: list[str] | None = None) -> int:
     except DivergenceError as e:
         print(f"error: {e}", file=sys.stderr)
         return 3
+    except RunWriteError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     except (ValueError, CheckpointError) as e:  # checked before anything is written
         print(f"error: {e}", file=sys.stderr)
         return 2
