@@ -68,7 +68,7 @@ class Run:
         restored = rundir.load_run(self.path, checkpoint)
         n = restored.run_cfg.num_seeds
         keys = jax.random.split(jax.random.key(seed), n)
-        run_eval = jax.jit(jax.vmap(lambda s, k: restored.learner.evaluate(s, k, episodes)))
+        run_eval = jax.jit(jax.vmap(lambda s, k: restored.learner.greedy_episodes(s, k, episodes)))
         result = jax.device_get(run_eval(restored.state, keys))
         out = summarize(result)
         out["return_per_seed"] = [float(x) for x in np.mean(result["returns"], axis=1)]

@@ -257,9 +257,10 @@ def from_dict(cls: type[T], values: Mapping[str, Any], *, base: T | None = None)
     kwargs = {}
     for k, v in values.items():
         kwargs[k] = _coerce(v, hints[k], f"{cls.__name__}.{k}")
-    if base is not None:
-        return dataclasses.replace(base, **kwargs)
-    return cls(**kwargs)
+    cfg = dataclasses.replace(base, **kwargs) if base is not None else cls(**kwargs)
+    if hasattr(cfg, "check_env"):  # checks that build the env: once, here at the edge
+        cfg.check_env()
+    return cfg
 
 
 def hparams_from(cfg: Any, cls: type[T], **given: Any) -> T:

@@ -1,10 +1,10 @@
 """Deterministic evaluation: run a greedy policy for a fixed number of whole episodes.
 
-`evaluate` is one pure function: `num_episodes` copies of an env run side by side (vmap),
+`run_episodes` is one pure function: `num_episodes` copies of an env run side by side (vmap),
 each for exactly one episode, in a `lax.while_loop` that stops when every episode is done or
 after `max_steps` steps. Jit it with the policy and env static:
 
-    ev = jax.jit(evaluate, static_argnums=(0, 2, 5, 6))
+    ev = jax.jit(run_episodes, static_argnums=(0, 2, 5, 6))
     result = ev(policy.act_greedy, params, env, env_params, key, 32)
     print(json.dumps(summarize(result)))
 
@@ -39,7 +39,7 @@ def default_max_steps(env_params: Any) -> Any:
     if hasattr(env_params, "time_limit") and hasattr(env_params, "dt"):
         return T.max_steps(env_params)
     raise ValueError(
-        f"evaluate: cannot tell the episode length from env_params of type "
+        f"run_episodes: cannot tell the episode length from env_params of type "
         f"{type(env_params).__name__} (no max_steps_in_episode, time_limit/dt); "
         "pass max_steps=<int>"
     )
@@ -52,10 +52,10 @@ def _check_positive(name: str, value: Any) -> None:
     except TypeError:  # a tracer (params under jit): a bound < 1 just runs no steps
         return
     if v < 1:
-        raise ValueError(f"evaluate: {name}={value!r} is invalid: must be an int >= 1")
+        raise ValueError(f"run_episodes: {name}={value!r} is invalid: must be an int >= 1")
 
 
-def evaluate(
+def run_episodes(
     act: Callable[[Any, jax.Array], jax.Array],
     params: Any,
     env: Any,
@@ -72,7 +72,8 @@ def evaluate(
 
     Args:
         act: `(params, obs [E, *obs_shape]) -> action [E, ...]`, e.g. PPO's
-            `policy.act_greedy` or DQN's `agent.greedy_action`.
+            `policy.act_greedy` or DQN's `agent.greedy_action`. (A learner's own
+            `Learner.greedy_episodes(state, key, n)` calls this with its seed's policy.)
         params: the policy's parameters (any pytree).
         env: an unvectorised gymnax-1.0-style env (`jaxlearn.make(name)[0]`).
         env_params: its params (shared by all episodes).
@@ -89,11 +90,13 @@ def evaluate(
         [E] float32, as at the episode's last step (its done step when `done`).
     """
     if isinstance(num_episodes, bool) or not isinstance(num_episodes, int) or num_episodes < 1:
-        raise ValueError(f"evaluate: num_episodes={num_episodes!r} is invalid: must be an int >= 1")
+        raise ValueError(
+            f"run_episodes: num_episodes={num_episodes!r} is invalid: must be an int >= 1"
+        )
     if max_steps is None:
         max_steps = default_max_steps(env_params)
     elif isinstance(max_steps, bool) or not isinstance(max_steps, int):
-        raise ValueError(f"evaluate: max_steps={max_steps!r} is invalid: must be an int >= 1")
+        raise ValueError(f"run_episodes: max_steps={max_steps!r} is invalid: must be an int >= 1")
     _check_positive("max_steps", max_steps)
     limit = jnp.asarray(max_steps, jnp.int32)
 
@@ -144,7 +147,7 @@ def evaluate(
 
 
 def summarize(result: dict[str, Any]) -> dict[str, float]:
-    """Host-side summary of `evaluate`'s output (any leading axes, e.g. from vmap).
+    """Host-side summary of `run_episodes`'s output (any leading axes, e.g. from vmap).
 
     Returns plain floats for `json.dumps`: `return_mean`, `return_std`, `length_mean`,
     `episodes`, `finished` (episodes with `done`), and `<key>_mean` for every other key.

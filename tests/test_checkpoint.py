@@ -186,7 +186,7 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(
 
 
 def test_ppo_learner_evaluates_like_a_plain_greedy_rollout():
-    """`learner.evaluate` against a rollout written here: the episodes reset and stepped in
+    """`learner.greedy_episodes` against a rollout written here: the episodes reset and stepped in
     a Python loop (keys split as `jaxlearn.evaluation` documents), each return summed until
     its first done, with the policy's greedy action. Pendulum: every episode lasts exactly
     `max_steps_in_episode` steps, and a rounding difference does not flip a decision."""
@@ -196,7 +196,7 @@ def test_ppo_learner_evaluates_like_a_plain_greedy_rollout():
     learner = make_ppo(cfg)
     state = learner.init(jax.random.key(3), learner.hparams)
     key, n = jax.random.key(11), 3
-    result = jax.device_get(jax.jit(learner.evaluate, static_argnums=2)(state, key, n))
+    result = jax.device_get(jax.jit(learner.greedy_episodes, static_argnums=2)(state, key, n))
 
     env, env_params = base_env(cfg)
     greedy = jax.jit(make_policy(cfg, env, env_params).act_greedy)

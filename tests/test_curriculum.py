@@ -179,7 +179,7 @@ def test_coverage_criterion_is_accepted_on_exploration():
 
 def test_curriculum_needs_a_task_env():
     with pytest.raises(ValueError, match=r"PPOConfig\.curriculum='default' is invalid.*task env"):
-        PPOConfig(env="CartPole-v1", curriculum="default")
+        PPOConfig(env="CartPole-v1", curriculum="default").check_env()
     env, params = make("CartPole-v1")
     with pytest.raises(ValueError, match=r"not a jaxlearn task env"):
         Curriculum(CurriculumConfig.from_dict("default"), env, params)

@@ -1,4 +1,4 @@
-"""evaluate/summarize: reference returns from a plain Python loop, masking, task metrics."""
+"""run_episodes/summarize: reference returns from a plain Python loop, masking, task metrics."""
 
 import json
 from functools import partial
@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 import jaxlearn
-from jaxlearn.evaluation import evaluate, summarize
+from jaxlearn.evaluation import run_episodes, summarize
 
-EVAL = jax.jit(evaluate, static_argnums=(0, 2, 5, 6))
+EVAL = jax.jit(run_episodes, static_argnums=(0, 2, 5, 6))
 
 
 def toward_pole(params, obs):
@@ -30,7 +30,7 @@ def _episode_key(key_step, t, n, i):
 
 
 def reference_episode(act, env, env_params, key, num_episodes, i, max_steps):
-    """Episode `i` of `evaluate`, stepped by hand: (return, length, done)."""
+    """Episode `i` of `run_episodes`, stepped by hand: (return, length, done)."""
     key_reset, key_step = jax.random.split(key)
     step, act = jax.jit(env.step), jax.jit(act)
     obs, state = env.reset(jax.random.split(key_reset, num_episodes)[i], env_params)
@@ -108,7 +108,7 @@ def test_max_steps_masks_and_reports_unfinished(cartpole):
 def test_vmap_over_keys(cartpole):
     env, env_params = cartpole
     keys = jax.random.split(jax.random.key(7), 3)
-    ev = jax.jit(jax.vmap(lambda k: evaluate(toward_pole, None, env, env_params, k, 4, 50)))
+    ev = jax.jit(jax.vmap(lambda k: run_episodes(toward_pole, None, env, env_params, k, 4, 50)))
     out = ev(keys)
     assert out["returns"].shape == (3, 4)
     single = EVAL(toward_pole, None, env, env_params, keys[1], 4, 50)
@@ -147,10 +147,10 @@ def test_bad_args(cartpole):
     env, env_params = cartpole
     key = jax.random.key(0)
     with pytest.raises(ValueError, match="num_episodes"):
-        evaluate(toward_pole, None, env, env_params, key, 0)
+        run_episodes(toward_pole, None, env, env_params, key, 0)
     with pytest.raises(ValueError, match="max_steps"):
-        evaluate(toward_pole, None, env, env_params, key, 2, 0)
+        run_episodes(toward_pole, None, env, env_params, key, 2, 0)
     with pytest.raises(ValueError, match="max_steps"):
-        evaluate(toward_pole, None, env, env_params.replace(max_steps_in_episode=0), key, 2)
+        run_episodes(toward_pole, None, env, env_params.replace(max_steps_in_episode=0), key, 2)
     with pytest.raises(ValueError, match="max_steps"):
-        evaluate(toward_pole, None, env, object(), key, 2)
+        run_episodes(toward_pole, None, env, object(), key, 2)

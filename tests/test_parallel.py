@@ -108,10 +108,11 @@ DP_SCRIPT = textwrap.dedent(
     import jax, jax.numpy as jnp, numpy as np
     from jaxlearn.algos.ppo import PPOConfig
     from jaxlearn.algos.ppo.losses import PPOBatch
-    from jaxlearn.algos.ppo.train import learn, make_policy, _adam
+    from jaxlearn.algos.common import make_optimizer
+    from jaxlearn.algos.ppo.train import learn, make_policy
     from jaxlearn.algos.dqn import DQNConfig
     from jaxlearn.algos.dqn.nstep import Transition
-    from jaxlearn.algos.dqn.train import make_agent, make_optimizer, update
+    from jaxlearn.algos.dqn.train import gradient_step, make_agent
     from jaxlearn.envs import make
     from jaxlearn.parallel import data_mesh, data_parallel
 
@@ -137,7 +138,7 @@ DP_SCRIPT = textwrap.dedent(
                          advantage=jax.random.normal(k[3], (n,)) * 2.0 + 0.5,
                          target=value + jax.random.normal(k[4], (n,)))
         hp = cfg.hparams()
-        opt_state = _adam(cfg).init(params)
+        opt_state = make_optimizer(cfg).init(params)
         p1, _, m1 = jax.jit(partial(learn, policy=policy, config=cfg))(
             params, opt_state, batch, k[5], hp, hp.learning_rate)
         dp = data_parallel(partial(learn, policy=policy, config=cfg, axis_name="data"), mesh)
@@ -148,7 +149,7 @@ DP_SCRIPT = textwrap.dedent(
                                      "moved": max_diff(p1, params)}
 
     # DQN: one gradient step
-    cfg = DQNConfig()
+    cfg = DQNConfig(double_dqn=True)
     env, env_params = make("CartPole-v1")
     agent = make_agent(cfg, env, env_params)
     tx = make_optimizer(cfg)
@@ -159,9 +160,9 @@ DP_SCRIPT = textwrap.dedent(
                        next_obs=jax.random.normal(k[4], (n, 4)), valid=jnp.ones((n,), bool))
     weights = jax.random.uniform(k[5], (n,))
     hp = cfg.hparams()
-    one = jax.jit(partial(update, q_values=agent.q_values, tx=tx, double_dqn=True))
+    one = jax.jit(partial(gradient_step, q_values=agent.q_values, config=cfg))
     p1, _, _, m1 = one(params, params, tx.init(params), batch, weights, hp)
-    dp = data_parallel(partial(update, q_values=agent.q_values, tx=tx, double_dqn=True,
+    dp = data_parallel(partial(gradient_step, q_values=agent.q_values, config=cfg,
                                axis_name="data"), mesh, sharded=("batch", "weights"))
     # td_error is per-sample (sharded); only compare the replicated outputs
     p8, _, _, m8 = dp(params=params, target_params=params, opt_state=tx.init(params),
@@ -171,7 +172,8 @@ DP_SCRIPT = textwrap.dedent(
                      "metric_diff": max(abs(float(m1[k]) - float(m8[k]))
                                         for k in ("q_mean", "td_abs_mean", "grad_norm"))}
     try:
-        data_parallel(partial(update, q_values=agent.q_values, tx=tx, axis_name="data"), mesh,
+        data_parallel(partial(gradient_step, q_values=agent.q_values, config=cfg,
+                              axis_name="data"), mesh,
                       sharded=("batch", "weights"))(params=params, target_params=params,
             opt_state=tx.init(params), batch=jax.tree.map(lambda x: x[:100], batch),
             weights=weights[:100], hparams=hp)

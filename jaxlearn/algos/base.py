@@ -28,8 +28,9 @@ class Learner(NamedTuple):
         hparams: the config's default hyperparameters as a pytree of arrays.
         curriculum: the `jaxlearn.curriculum.Curriculum` the learner advances (or None); its
             state is the train state's `curriculum` field.
-        evaluate: `(state, key, num_episodes) -> dict` greedy evaluation of one seed's
-            policy (`jaxlearn.evaluation.evaluate` output), on the env params it trains on.
+        greedy_episodes: `(state, key, num_episodes) -> dict`: greedy episodes of one
+            seed's policy on the env params it trains on (`jaxlearn.evaluation.run_episodes`
+            output).
     """
 
     init: Callable[[jax.Array, Any], Any]
@@ -38,7 +39,12 @@ class Learner(NamedTuple):
     env_steps_per_update: int
     hparams: Any
     curriculum: Any = None
-    evaluate: Callable[[Any, jax.Array, int], dict[str, jax.Array]] | None = None
+    greedy_episodes: Callable[[Any, jax.Array, int], dict[str, jax.Array]] | None = None
+
+    @property
+    def evaluate(self) -> Callable[[Any, jax.Array, int], dict[str, jax.Array]] | None:
+        """Old name of `greedy_episodes`, kept while `jaxlearn/sweep.py` still calls it."""
+        return self.greedy_episodes
 
 
 def scan_updates(learner: Learner, state: Any, hparams: Any, num: int, unroll: int = 1):

@@ -17,6 +17,7 @@ Example::
     state = buffer.add(state, batch)                     # new items get the max priority
     s = buffer.sample(state, key)                        # s.weights scale the per-item loss
     state = buffer.update_priorities(state, s.indices, jnp.abs(td_error))
+    state = buffer.update_priorities(state, s.indices, td, mask=learning)  # no-op if False
 
 Jit ``add`` and ``update_priorities`` at top level with ``donate_argnums=0`` to update in place.
 """
@@ -94,9 +95,7 @@ class PrioritizedBuffer(NamedTuple):
     add: Callable[[PrioritizedBufferState, Batch], PrioritizedBufferState]
     sample: Callable[[PrioritizedBufferState, jax.Array], PrioritizedSample]
     can_sample: Callable[[PrioritizedBufferState], jax.Array]
-    update_priorities: Callable[
-        [PrioritizedBufferState, jax.Array, jax.Array], PrioritizedBufferState
-    ]
+    update_priorities: Callable[..., PrioritizedBufferState]  # (state, indices, prio[, mask])
 
 
 def prioritized_buffer(
@@ -212,8 +211,15 @@ def prioritized_buffer(
         return state.size >= sample_batch_size
 
     def update_priorities(
-        state: PrioritizedBufferState, indices: jax.Array, priorities: jax.Array
+        state: PrioritizedBufferState,
+        indices: jax.Array,
+        priorities: jax.Array,
+        mask: jax.Array | bool = True,
     ) -> PrioritizedBufferState:
+        """Set the priorities of `indices` [N] to `|priorities| + eps` [N] and count one
+        beta step; `mask` ([] bool, may be traced) False leaves `state` as it was (a learner
+        that masks its learning steps passes its mask here). Only the sum-tree, the max
+        priority and the beta counter are selected by `mask`, never the stored items."""
         indices = jnp.asarray(indices)
         priorities = jnp.asarray(priorities)
         if indices.ndim != 1 or priorities.shape != indices.shape:
@@ -230,10 +236,13 @@ def prioritized_buffer(
         priority = _last_wins(indices, jnp.abs(priorities.astype(jnp.float32)) + eps)
         valid = (indices >= 0) & (indices < state.size)
         slots = jnp.where(valid, indices, 2 * num_leaves)  # out of range: dropped
+        tree = _set_leaves(state.tree, slots, priority**alpha, num_leaves, depth)
+        max_priority = jnp.maximum(state.max_priority, jnp.max(priority, where=valid, initial=0))
+        beta_step = jnp.minimum(state.beta_step + 1, beta_steps)
         return state.replace(
-            tree=_set_leaves(state.tree, slots, priority**alpha, num_leaves, depth),
-            max_priority=jnp.maximum(state.max_priority, jnp.max(priority, where=valid, initial=0)),
-            beta_step=jnp.minimum(state.beta_step + 1, beta_steps),
+            tree=jnp.where(mask, tree, state.tree),
+            max_priority=jnp.where(mask, max_priority, state.max_priority),
+            beta_step=jnp.where(mask, beta_step, state.beta_step),
         )
 
     # Jitted once per buffer: eager calls do not retrace the loops; under an outer jit they

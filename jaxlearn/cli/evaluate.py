@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         run = load_run(args.run_dir, checkpoint)
-        evaluate = run.learner.evaluate
+        evaluate = run.learner.greedy_episodes
         # the episodes run in parallel: refuse a count that cannot fit, naming --episodes
         est = resources.estimate(run.algo_cfg, run.run_cfg.num_seeds, episodes)
         try:

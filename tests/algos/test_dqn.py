@@ -266,7 +266,7 @@ def dqn_env(cfg):
 )
 def test_config_errors_name_field_value_and_allowed(overrides, match):
     with pytest.raises(ValueError, match=match):
-        dqn.DQNConfig(**overrides)
+        dqn.DQNConfig(**overrides).check_env()  # construction, then the checks with the env
 
 
 def test_registered_and_shipped_configs_load():

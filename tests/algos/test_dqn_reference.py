@@ -1,4 +1,4 @@
-"""Known-answer tests of DQN's wiring: one gradient step (`dqn.train.update`) and whole learner
+"""Known-answer tests of DQN's wiring: one gradient step (`dqn.train.gradient_step`) and whole
 updates (`make_learner(...).update`) against a plain NumPy re-implementation.
 
 The NumPy side computes the one-hidden-layer ReLU Q-network, its targets (plain and double),
@@ -11,6 +11,8 @@ their first observation, so the replay contents (terminal masking, bootstrapping
 truncation, `gamma ** m`) are checked item by item.
 """
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -19,8 +21,10 @@ from flax import struct
 
 from jaxlearn import spaces
 from jaxlearn.algos import dqn
+from jaxlearn.algos.common import adam_state, make_optimizer
 from jaxlearn.algos.dqn.nstep import Transition
-from jaxlearn.algos.dqn.train import make_optimizer, make_replay, update
+from jaxlearn.algos.dqn.replay import make_replay
+from jaxlearn.algos.dqn.train import gradient_step
 from jaxlearn.envs import registry
 
 # --------------------------------------------------------------------------------------------
@@ -176,7 +180,8 @@ def np_dqn_step(layers, target_layers, adam, batch, weights, *, lr, max_norm, ep
     dq[rows, batch["action"]] = weights * dloss_dq / size
     grads = np_backward(layers, inputs, pre, dq)
     g_norm = np.sqrt(sum(np.sum(g**2) for pair in grads for g in pair))
-    scale = min(1.0, max_norm / (g_norm + 1e-6))
+    # optax.clip_by_global_norm: g unchanged below max_norm, else g / |g| * max_norm
+    scale = 1.0 if g_norm < max_norm else max_norm / g_norm
     count, mu, nu = adam
     count += 1
     b1, b2 = 0.9, 0.999
@@ -217,7 +222,7 @@ def np_batch(transition):
 
 
 # --------------------------------------------------------------------------------------------
-# One gradient step: `dqn.train.update`
+# One gradient step: `dqn.train.gradient_step`
 
 OBS_DIM, NUM_ACTIONS, BATCH, GAMMA = 4, 3, 16, 0.9
 
@@ -236,7 +241,8 @@ def step_setup():
     opt_state = tx.init(params)
     mu = jax.tree.map(lambda x: 0.01 * rng.normal(size=x.shape).astype(np.float32), params)
     nu = jax.tree.map(lambda x: rng.uniform(1e-5, 1e-3, x.shape).astype(np.float32), params)
-    opt_state = opt_state._replace(count=jnp.int32(4), mu=mu, nu=nu)
+    adam = adam_state(opt_state)._replace(count=jnp.int32(4), mu=mu, nu=nu)
+    opt_state = (opt_state[0], adam, opt_state[2])  # clip, Adam, learning rate
     # discount 0: terminated; gamma, gamma^2: truncated early in a 3-step window; gamma^3: full
     discount = rng.choice([0.0, GAMMA, GAMMA**2, GAMMA**3], size=BATCH).astype(np.float32)
     discount[:4] = [0.0, GAMMA, GAMMA**2, GAMMA**3]
@@ -264,7 +270,7 @@ def test_update_matches_numpy_step(step_setup, double, loss, clip):
     cfg, net, params, target_params, tx, opt_state, batch, weights = step_setup
     layers, target_layers = np_layers(params), np_layers(target_params)
     b = np_batch(batch)
-    adam = (4, np_layers(opt_state.mu), np_layers(opt_state.nu))
+    adam = (4, np_layers(adam_state(opt_state).mu), np_layers(adam_state(opt_state).nu))
     lr = 0.05
     common = dict(lr=lr, eps=cfg.adam_eps, double=double, loss=loss)
     # the unclipped global norm fixes the clip threshold: a third of it when clipping
@@ -288,19 +294,12 @@ def test_update_matches_numpy_step(step_setup, double, loss, clip):
         learning_rate=jnp.float32(lr), max_grad_norm=jnp.float32(max_norm), gamma=jnp.float32(0.5)
     )  # gamma must not be read: the batch's discounts hold it
 
+    step_cfg = dataclasses.replace(cfg, double_dqn=double, loss=loss)
+
     @jax.jit
     def step(params, target_params, opt_state, batch, weights, hparams):
-        return update(
-            params,
-            target_params,
-            opt_state,
-            batch,
-            weights,
-            hparams,
-            net.apply,
-            tx,
-            double_dqn=double,
-            loss=loss,
+        return gradient_step(
+            params, target_params, opt_state, batch, weights, hparams, net.apply, step_cfg
         )
 
     new_params, new_opt, td, metrics = step(
@@ -310,9 +309,10 @@ def test_update_matches_numpy_step(step_setup, double, loss, clip):
     for k in ("loss", "q_mean", "td_abs_mean", "grad_norm"):
         np.testing.assert_allclose(metrics[k], ref_metrics[k], rtol=1e-5, atol=1e-6, err_msg=k)
     assert_layers_close(new_params, ref_layers, msg="params")
-    assert int(new_opt.count) == 5
-    assert_layers_close(new_opt.mu, ref_adam[1], atol=1e-8, msg="mu")
-    assert_layers_close(new_opt.nu, ref_adam[2], atol=1e-10, msg="nu")
+    new_adam = adam_state(new_opt)
+    assert int(new_adam.count) == 5
+    assert_layers_close(new_adam.mu, ref_adam[1], atol=1e-8, msg="mu")
+    assert_layers_close(new_adam.nu, ref_adam[2], atol=1e-10, msg="nu")
 
 
 def test_double_and_plain_targets_differ_on_this_batch(step_setup):
@@ -477,7 +477,7 @@ def test_learner_update_matches_numpy(learner_run):
                 beta_step=before.buffer.beta_step,
             )
         layers, target_layers = np_layers(before.params), np_layers(before.target_params)
-        opt = before.opt_state
+        opt = adam_state(before.opt_state)
         adam = (int(opt.count), np_layers(opt.mu), np_layers(opt.nu))
         step_metrics = []
         for j in range(cfg.gradient_steps if do_learn else 0):
@@ -518,9 +518,10 @@ def test_learner_update_matches_numpy(learner_run):
         if do_learn:
             learned += 1
             assert_layers_close(after.params, layers, msg=f"update {u} params")
-            assert int(after.opt_state.count) == adam[0]
-            assert_layers_close(after.opt_state.mu, adam[1], atol=1e-8, msg=f"update {u} mu")
-            assert_layers_close(after.opt_state.nu, adam[2], atol=1e-10, msg=f"update {u} nu")
+            opt = adam_state(after.opt_state)
+            assert int(opt.count) == adam[0]
+            assert_layers_close(opt.mu, adam[1], atol=1e-8, msg=f"update {u} mu")
+            assert_layers_close(opt.nu, adam[2], atol=1e-10, msg=f"update {u} nu")
             for k in ("loss", "q_mean", "td_abs_mean", "grad_norm"):
                 want = np.mean([sm[k] for sm in step_metrics])
                 np.testing.assert_allclose(m[k], want, rtol=1e-5, atol=1e-6, err_msg=k)

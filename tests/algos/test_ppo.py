@@ -169,14 +169,14 @@ def test_distributions_against_closed_forms():
 )
 def test_config_validation_messages(field, value, match):
     with pytest.raises(ValueError, match=match):
-        PPOConfig(**{field: value})
+        PPOConfig(**{field: value}).check_env()  # construction, then the checks with the env
 
 
 def test_policy_must_fit_the_action_space():
     with pytest.raises(ValueError, match=r"policy='discrete'.*needs a continuous policy"):
-        PPOConfig(env="Pendulum-v1", policy="discrete")
+        PPOConfig(env="Pendulum-v1", policy="discrete").check_env()
     with pytest.raises(ValueError, match=r"needs a discrete policy"):
-        PPOConfig(env="CartPole-v1", policy="continuous")
+        PPOConfig(env="CartPole-v1", policy="continuous").check_env()
     assert PPOConfig(env="Pendulum-v1").policy_kind() == "continuous"
 
 

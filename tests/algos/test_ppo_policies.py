@@ -8,7 +8,7 @@ import pytest
 from jaxlearn import distributions as D
 from jaxlearn import spaces
 from jaxlearn.algos.ppo import PPOConfig
-from jaxlearn.algos.ppo.train import make_factored_policy
+from jaxlearn.algos.ppo.policy import make_factored_policy
 
 CFG = PPOConfig()
 HYBRID = spaces.Hybrid(
@@ -26,7 +26,7 @@ def test_hybrid_sample_matches_evaluate_and_env_actions_are_valid():
     params = _init(policy, obs)
     action, log_prob, value = policy.sample(jax.random.key(2), params, obs)
     assert action["discrete"].shape == (64, 2) and action["continuous"].shape == (64, 2)
-    lp, ent, v = policy.evaluate(params, obs, action)
+    lp, ent, v = policy.log_prob_entropy_value(params, obs, action)
     np.testing.assert_allclose(lp, log_prob, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(v, value, rtol=1e-6)
     # the joint log-prob is the sum of the leaves' log-probs, by hand
@@ -51,7 +51,7 @@ def test_hybrid_log_prob_is_differentiable_in_every_head():
     obs = jax.random.normal(jax.random.key(1), (16, 5))
     params = _init(policy, obs)
     action, _, _ = policy.sample(jax.random.key(2), params, obs)
-    grads = jax.grad(lambda p: policy.evaluate(p, obs, action)[0].sum())(params)
+    grads = jax.grad(lambda p: policy.log_prob_entropy_value(p, obs, action)[0].sum())(params)
     head = grads["params"]["policy_head"]["kernel"]
     assert np.all(np.abs(np.asarray(head)).sum(0) > 0)  # every logit and mean column
     assert np.all(np.abs(np.asarray(grads["params"]["log_std"])) > 0)
@@ -93,15 +93,15 @@ def test_ppo_config_on_task_envs_picks_the_policy_and_rejects_bad_env_fields():
     assert PPOConfig(env="Navigation3D-v0").policy_kind() == "continuous"
     assert PPOConfig(env="Exploration-v0").policy_kind() == "discrete"
     with pytest.raises(ValueError, match="PPOConfig.env_params: unknown env parameter 'nope'"):
-        PPOConfig(env="Navigation2D-v0", env_params={"nope": 1})
+        PPOConfig(env="Navigation2D-v0", env_params={"nope": 1}).check_env()
     with pytest.raises(
         ValueError, match="reward_weights.nope=1.0 is invalid: must name a reward component"
     ):
-        PPOConfig(env="Navigation2D-v0", reward_weights={"nope": 1.0})
+        PPOConfig(env="Navigation2D-v0", reward_weights={"nope": 1.0}).check_env()
     with pytest.raises(ValueError, match="env_params.*needs a jaxlearn task env"):
-        PPOConfig(env="CartPole-v1", env_params={"num_obstacles": 1})
+        PPOConfig(env="CartPole-v1", env_params={"num_obstacles": 1}).check_env()
     with pytest.raises(ValueError, match="Navigation2D: unknown env parameter 'colour'"):
-        PPOConfig(env="Navigation2D-v0", env_kwargs={"colour": "red"})
+        PPOConfig(env="Navigation2D-v0", env_kwargs={"colour": "red"}).check_env()
 
 
 @pytest.mark.slow

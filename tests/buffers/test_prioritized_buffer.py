@@ -297,3 +297,23 @@ def test_use_errors():
         buffer.update_priorities(state, jnp.arange(2), jnp.ones(3))
     with pytest.raises(ValueError, match=r"indices must be integers, got float32"):
         jax.jit(buffer.update_priorities)(state, jnp.zeros(2), jnp.ones(2))
+
+
+def test_masked_update_priorities_is_a_no_op_when_false_and_a_full_update_when_true():
+    """`mask` (traced, as a learner's learning flag is) selects the whole update: False keeps
+    the tree, max priority and beta counter; True equals the unmasked call."""
+    buffer = prioritized_buffer(8, sample_batch_size=4, alpha=ALPHA, eps=EPS, beta_steps=10)
+    state = buffer.add(buffer.init(EXAMPLE), make_batch(0, 6))
+    idx, prio = jnp.array([1, 4]), jnp.array([3.0, 0.5])
+    step = jax.jit(buffer.update_priorities)
+    off = step(state, idx, prio, jnp.bool_(False))
+    on = step(state, idx, prio, jnp.bool_(True))
+    plain = buffer.update_priorities(state, idx, prio)
+    for a, b in ((off, state), (on, plain)):
+        np.testing.assert_array_equal(a.tree, b.tree)
+        assert float(a.max_priority) == float(b.max_priority)
+        assert int(a.beta_step) == int(b.beta_step)
+    # the True branch really moved: slot 1 holds (3 + eps)^alpha, the max priority is 3 + eps
+    np.testing.assert_allclose(leaves(on, 8)[1], (3.0 + EPS) ** ALPHA, rtol=1e-6)
+    np.testing.assert_allclose(float(on.max_priority), 3.0 + EPS, rtol=1e-6)
+    assert int(on.beta_step) == 1 and int(off.beta_step) == 0

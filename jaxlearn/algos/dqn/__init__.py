@@ -18,12 +18,12 @@ from jaxlearn.algos.dqn.losses import (
     q_learning_target,
     td_loss,
 )
-from jaxlearn.algos.dqn.networks import QNetwork
+from jaxlearn.algos.dqn.networks import Agent, QNetwork, make_agent
 
 # Step, window_init, window_push: internals of the n-step window, importable here for existing
 # callers (tests/algos/test_dqn.py), not in __all__.
 from jaxlearn.algos.dqn.nstep import Step, Transition, window_init, window_push  # noqa: F401
-from jaxlearn.algos.dqn.train import Agent, DQNState, make_agent, make_learner, make_train
+from jaxlearn.algos.dqn.train import DQNState, make_learner, make_train
 
 __all__ = [
     "Agent",

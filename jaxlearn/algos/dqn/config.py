@@ -1,26 +1,23 @@
-"""DQN configuration (static, validated at construction) and hyperparameters as data."""
+"""`DQNConfig`, checked when built, and `DQNHParams`: its `data(...)` fields as arrays, which
+a sweep may vmap; every other field is part of the compiled program."""
 
 from __future__ import annotations
 
 import dataclasses
 import math
 
-import jax.numpy as jnp
-from flax import struct
-
 from jaxlearn import spaces
+from jaxlearn.algos.fields import EnvConfig, check_learner_fields, data, hparams_class
 from jaxlearn.config import (
     check_choice,
     check_nonnegative_int,
     check_positive_int,
     check_range,
-    check_total_timesteps,
     fail,
     hparams_from,
 )
-from jaxlearn.envs.setup import base_env, check_env_fields, env_hparams
+from jaxlearn.envs.setup import base_env, env_hparams
 
-ACTIVATIONS = ("relu", "tanh", "gelu", "silu", "elu")
 LOSSES = ("huber", "mse")
 EPSILON_SCHEDULES = ("linear", "exponential")
 MEMORY_EMBEDDINGS = ("projection", "features")
@@ -28,7 +25,7 @@ MEMORY_METRICS = ("l2", "cosine")
 
 
 @dataclasses.dataclass(frozen=True)
-class DQNConfig:
+class DQNConfig(EnvConfig):
     """Everything that defines a DQN run. Defaults are CleanRL's CartPole settings (dqn.py).
 
     Steps are env steps per seed, counted over all envs. One update (one `Learner.update`)
@@ -39,34 +36,34 @@ class DQNConfig:
     env steps (tau = 1: hard copies).
 
     Sizes (`num_envs`, `buffer_size`, `batch_size`, `n_step`, `hidden_sizes`, ...) fix array
-    shapes; the real-valued fields listed in `DQNHParams` can also be passed as arrays to
-    `train`. The prioritized-replay exponents are build-time constants of the buffer.
+    shapes; the fields declared `data(...)` (`DQNHParams`) can also be passed as arrays to
+    `train`. The prioritized-replay exponents are build-time constants of the buffer. The
+    env fields (`env`, `env_kwargs`, ...) come from `EnvConfig`.
     """
 
-    env: str = "CartPole-v1"
     total_timesteps: int = 500_000  # env steps per seed (over all envs)
     num_envs: int = 1
     buffer_size: int = 10_000  # transitions kept (over all envs)
     batch_size: int = 128
-    learning_rate: float = 2.5e-4
-    gamma: float = 0.99
-    target_update_period: int = 500  # env steps between target updates
-    tau: float = 1.0  # Polyak factor of a target update; 1.0 copies the online network
+    learning_rate: float = data(2.5e-4)
+    gamma: float = data(0.99)
+    target_update_period: int = data(500)  # env steps between target updates
+    tau: float = data(1.0)  # Polyak factor of a target update; 1.0 copies the online network
     learning_starts: int = 10_000  # env steps collected before the first gradient step
     train_frequency: int = 10  # env steps (over all envs) per update
     gradient_steps: int = 1  # gradient steps per update
     double_dqn: bool = False
     n_step: int = 1
     loss: str = "mse"  # huber | mse (both 0.5 * td^2 near zero)
-    max_grad_norm: float = 10.0  # global-norm clip; .inf disables it
+    max_grad_norm: float = data(10.0)  # global-norm clip; .inf disables it
     adam_eps: float = 1e-8
     hidden_sizes: tuple[int, ...] = (120, 84)
     activation: str = "relu"
     epsilon_schedule: str = "linear"  # linear (in env steps) | exponential (per episode)
-    epsilon_start: float = 1.0
-    epsilon_end: float = 0.05
-    exploration_fraction: float = 0.5  # linear: fraction of total_timesteps to reach the end
-    epsilon_decay: float = 0.995  # exponential: factor per finished episode
+    epsilon_start: float = data(1.0)
+    epsilon_end: float = data(0.05)
+    exploration_fraction: float = data(0.5)  # linear: fraction of total_timesteps to reach the end
+    epsilon_decay: float = data(0.995)  # exponential: factor per finished episode
     prioritized: bool = False
     per_alpha: float = 0.6
     per_beta_start: float = 0.4
@@ -85,28 +82,19 @@ class DQNConfig:
     memory_embed_dim: int = 32  # projection only; features use hidden_sizes[-1]
     memory_metric: str = "l2"  # l2 | cosine
     memory_approx: bool = False  # jax.lax.approx_max_k instead of exact top-k
-    # task envs (jaxlearn.envs.setup): constructor kwargs, param and reward-weight
-    # overrides, and an optional curriculum ("default" or a stage table)
-    env_kwargs: dict | None = None
-    env_params: dict | None = None
-    reward_weights: dict | None = None
-    curriculum: dict | str | None = None
 
     def __post_init__(self):
         name = type(self).__name__
+        check_learner_fields(self)
         check_positive_int(
             self,
-            "total_timesteps",
-            "num_envs",
             "buffer_size",
             "batch_size",
             "target_update_period",
             "train_frequency",
             "gradient_steps",
             "n_step",
-            "rollout_unroll",
         )
-        check_total_timesteps(self)
         check_nonnegative_int(self, "learning_starts")
         if self.batch_size > self.buffer_size:
             fail(name, "batch_size", self.batch_size, f"must be <= buffer_size={self.buffer_size}")
@@ -148,11 +136,7 @@ class DQNConfig:
                 self.learning_starts,
                 f"must be <= total_timesteps={self.total_timesteps}, or nothing is learned",
             )
-        check_range(self, "learning_rate", 0.0, None, low_open=True)
-        check_range(self, "gamma", 0.0, 1.0)
         check_range(self, "tau", 0.0, 1.0, low_open=True)
-        check_range(self, "max_grad_norm", 0.0, None, low_open=True, allow_inf=True)
-        check_range(self, "adam_eps", 0.0, None, low_open=True)
         check_range(self, "epsilon_start", 0.0, 1.0)
         check_range(self, "epsilon_end", 0.0, 1.0)
         check_range(self, "exploration_fraction", 0.0, 1.0, low_open=True)
@@ -163,27 +147,19 @@ class DQNConfig:
         check_range(self, "per_eps", 0.0, None, low_open=True)
         if not math.isfinite(self.per_eps):
             fail(name, "per_eps", self.per_eps, "must be finite")
-        if not self.hidden_sizes or any(
-            isinstance(h, bool) or not isinstance(h, int) or h <= 0 for h in self.hidden_sizes
-        ):
-            fail(name, "hidden_sizes", self.hidden_sizes, "must be a non-empty tuple of ints > 0")
-        check_choice(self, "activation", ACTIVATIONS)
         check_choice(self, "loss", LOSSES)
         check_choice(self, "epsilon_schedule", EPSILON_SCHEDULES)
-        if isinstance(self.lora_rank, bool) or not isinstance(self.lora_rank, int):
-            fail(name, "lora_rank", self.lora_rank, "must be an integer >= 0 (0: no adapters)")
-        if self.lora_rank < 0:
-            fail(name, "lora_rank", self.lora_rank, "must be an integer >= 0 (0: no adapters)")
-        check_range(self, "lora_alpha", 0.0, None, low_open=True)
         for f in ("double_dqn", "prioritized", "memory_approx"):
             if not isinstance(getattr(self, f), bool):
                 fail(name, f, getattr(self, f), "must be a bool (true/false)")
         self._check_memory()
-        check_env_fields(self)
-        space = self.action_space()
+
+    def check_env_space(self, env, params) -> None:
+        """DQN needs a Discrete action space."""
+        space = spaces.from_gymnax(env.action_space(params))
         if not isinstance(space, spaces.Discrete):
             fail(
-                name,
+                type(self).__name__,
                 "env",
                 self.env,
                 f"DQN needs a Discrete action space, but this env's is {space!r}",
@@ -281,30 +257,15 @@ class DQNConfig:
     def hparams(self) -> DQNHParams:
         return hparams_from(self, DQNHParams, **env_hparams(self))
 
-    def data_fields(self) -> tuple[str, ...]:
-        """Config fields that reach the compiled program only through `hparams()`: changing
-        them needs no recompile."""
-        names = [f.name for f in dataclasses.fields(DQNHParams) if hasattr(self, f.name)]
-        return tuple(n for n in names if n not in ("reward_weights", "curriculum"))
 
-
-@struct.dataclass
-class DQNHParams:
-    """Real-valued hyperparameters as device arrays ([] each, or [B] under `vmap`).
+DQNHParams = hparams_class(
+    DQNConfig,
+    "DQNHParams",
+    """DQN's hyperparameters as device arrays ([] each, or [B] under `vmap`): the fields of
+    `DQNConfig` declared `data(...)` (`target_update_period` in env steps, `tau` the Polyak
+    factor, the epsilon schedules' parameters, ...), then `reward_weights` and `curriculum`
+    thresholds.
 
     Changing them never recompiles, so `jax.vmap(train)(keys, hparams)` trains a batch of
-    configurations in one call.
-    """
-
-    learning_rate: jnp.ndarray
-    gamma: jnp.ndarray
-    tau: jnp.ndarray  # Polyak factor of each target update (1.0: hard copy)
-    max_grad_norm: jnp.ndarray
-    epsilon_start: jnp.ndarray
-    epsilon_end: jnp.ndarray
-    exploration_fraction: jnp.ndarray  # linear schedule only
-    epsilon_decay: jnp.ndarray  # exponential schedule only
-    target_update_period: jnp.ndarray  # env steps between target updates
-    # task envs: reward weights (name -> []) and curriculum thresholds (name -> [stages])
-    reward_weights: dict | None = None
-    curriculum: dict | None = None
+    configurations in one call.""",
+)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -86,3 +86,19 @@ def exponential_epsilon(
         [] float32 epsilon.
     """
     return jnp.maximum(end, start * decay ** episodes.astype(jnp.float32))
+
+
+def epsilon_at(config: Any, hparams: Any, env_step: jax.Array, episodes: jax.Array) -> jax.Array:
+    """[] epsilon of the configured schedule after `env_step` env steps and `episodes`
+    finished episodes (both counted over all envs of one seed)."""
+    if config.epsilon_schedule == "linear":
+        return linear_epsilon(
+            env_step,
+            config.total_timesteps,
+            hparams.epsilon_start,
+            hparams.epsilon_end,
+            hparams.exploration_fraction,
+        )
+    return exponential_epsilon(
+        episodes, hparams.epsilon_start, hparams.epsilon_end, hparams.epsilon_decay
+    )

@@ -13,7 +13,12 @@ static body and vmapped seeds share every kernel:
    batch's own states, see `make_memory`). Before
    `learning_starts` env steps they are computed and discarded with `jnp.where`, not
    skipped with Python or `lax.cond` control flow;
-4. every `target_update_period` env steps, `target <- tau * online + (1 - tau) * target`.
+4. every `target_update_period` env steps, `target <- tau * online + (1 - tau) * target`
+   (`common.update_target`), then `common.finish_update` (episode metrics, finite check,
+   curriculum).
+
+The per-update work is `update` inside `make_learner`; each gradient step is
+`gradient_step` (targets, loss, `common.apply_gradients`).
 
 `make_train(config)` returns `train(key, hparams=None)`: the whole run as one pure function,
 so `jax.jit(jax.vmap(train))(keys)` trains one agent per key in a single call.
@@ -22,33 +27,33 @@ so `jax.jit(jax.vmap(train))(keys)` trains one agent per key in a single call.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
-import optax
 from flax import struct
 
-from jaxlearn import lora, spaces
-from jaxlearn.algos.base import Learner, all_finite, episode_extras, make_train_fn
-from jaxlearn.algos.dqn.config import DQNConfig, DQNHParams
-from jaxlearn.algos.dqn.exploration import (
-    epsilon_greedy,
-    epsilon_greedy_with_noise,
-    exploration_noise,
-    exponential_epsilon,
-    linear_epsilon,
+from jaxlearn.algos.base import Learner, make_train_fn
+from jaxlearn.algos.common import (
+    apply_gradients,
+    check_data_parallel,
+    episodes_of,
+    finish_update,
+    greedy_episodes,
+    make_env_stack,
+    make_optimizer,
+    reset_envs,
+    update_target,
 )
+from jaxlearn.algos.dqn.config import DQNConfig, DQNHParams
+from jaxlearn.algos.dqn.exploration import epsilon_at, epsilon_greedy_with_noise, exploration_noise
 from jaxlearn.algos.dqn.losses import double_q_target, dqn_loss, q_learning_target
-from jaxlearn.algos.dqn.networks import QNetwork
+from jaxlearn.algos.dqn.networks import Agent, make_agent
 from jaxlearn.algos.dqn.nstep import NStepWindow, Step, Transition, window_init, window_push
-from jaxlearn.buffers import prioritized_buffer, uniform_buffer
-from jaxlearn.config import fail
-from jaxlearn.curriculum import episode_outcomes
-from jaxlearn.envs.setup import base_env, build_env, with_reward_weights
-from jaxlearn.evaluation import evaluate
-from jaxlearn.memory import Memory, episodic_memory, project, random_projection
-from jaxlearn.networks import ACTIVATIONS
+from jaxlearn.algos.dqn.replay import make_memory, make_replay
+from jaxlearn.envs.setup import with_reward_weights
+
+__all__ = ["Agent", "DQNState", "gradient_step", "make_agent", "make_learner", "make_train"]
 
 
 @struct.dataclass
@@ -69,92 +74,7 @@ class DQNState:
     memory: Any = None  # MemoryState of `Transition`s when memory_fraction > 0
 
 
-class Agent(NamedTuple):
-    """The Q-network plus how it acts."""
-
-    network: QNetwork
-    q_values: Callable[[Any, jax.Array], jax.Array]  # (params, obs [B, ...]) -> [B, A]
-    select_action: Callable[..., jax.Array]  # (key, params, obs [B, ...], epsilon) -> [B]
-    greedy_action: Callable[[Any, jax.Array], jax.Array]  # (params, obs [B, ...]) -> [B]
-
-
-def make_agent(config: DQNConfig, env: Any, env_params: Any) -> Agent:
-    """Build the Q-network for the env's (Discrete) action space and its action functions."""
-    space = spaces.from_gymnax(env.action_space(env_params))
-    if not isinstance(space, spaces.Discrete):
-        raise ValueError(f"DQN needs a Discrete action space, got {space!r}")
-    obs_shape = tuple(env.observation_space(env_params).shape)
-    network = QNetwork(
-        action_dim=space.n,
-        obs_ndim=len(obs_shape),
-        hidden_sizes=tuple(config.hidden_sizes),
-        activation=config.activation,
-        lora_rank=config.lora_rank,
-        lora_alpha=config.lora_alpha,
-    )
-
-    def q_values(params, obs):
-        return network.apply(params, obs)
-
-    def select_action(key, params, obs, epsilon):
-        """Epsilon-greedy: obs [B, *obs_shape], epsilon [] or [B] -> actions [B] int32."""
-        return epsilon_greedy(key, q_values(params, obs), epsilon)
-
-    def greedy_action(params, obs):
-        return jnp.argmax(q_values(params, obs), axis=-1).astype(jnp.int32)
-
-    return Agent(network, q_values, select_action, greedy_action)
-
-
-def make_optimizer(config: DQNConfig) -> optax.GradientTransformation:
-    """Adam's direction only: clipping and the learning rate come from `DQNHParams`.
-    With LoRA (`lora_rank > 0`) only the adapters have optimizer state and move."""
-    adam = optax.scale_by_adam(eps=config.adam_eps)
-    return lora.only_adapters(adam) if config.lora_rank else adam
-
-
-def make_replay(config: DQNConfig, shards: int = 1):
-    """The replay buffer of `Transition`s: uniform, or prioritized when `config.prioritized`.
-
-    With `shards = D > 1` it is one device's shard of a data-parallel agent's replay:
-    `buffer_size / D` transitions, `batch_size / D` sampled, `train_frequency / D` added.
-    """
-    capacity = config.buffer_size // shards
-    batch = config.replay_batch_size // shards  # the rest of a batch: episodic memory
-    added = config.train_frequency // shards
-    if config.prioritized:
-        return prioritized_buffer(
-            capacity=capacity,
-            sample_batch_size=batch,
-            alpha=config.per_alpha,
-            beta_start=config.per_beta_start,
-            beta_end=config.per_beta_end,
-            beta_steps=config.num_learning_steps,
-            eps=config.per_eps,
-            add_batch_size=added,
-        )
-    return uniform_buffer(capacity=capacity, sample_batch_size=batch, add_batch_size=added)
-
-
-def epsilon_at(
-    config: DQNConfig, hparams: DQNHParams, env_step: jax.Array, episodes: jax.Array
-) -> jax.Array:
-    """[] epsilon of the configured schedule after `env_step` env steps and `episodes`
-    finished episodes (both counted over all envs of one seed)."""
-    if config.epsilon_schedule == "linear":
-        return linear_epsilon(
-            env_step,
-            config.total_timesteps,
-            hparams.epsilon_start,
-            hparams.epsilon_end,
-            hparams.exploration_fraction,
-        )
-    return exponential_epsilon(
-        episodes, hparams.epsilon_start, hparams.epsilon_end, hparams.epsilon_decay
-    )
-
-
-def update(
+def gradient_step(
     params: Any,
     target_params: Any,
     opt_state: Any,
@@ -162,24 +82,20 @@ def update(
     weights: jax.Array,
     hparams: DQNHParams,
     q_values: Callable[[Any, jax.Array], jax.Array],
-    tx: optax.GradientTransformation,
-    *,
-    double_dqn: bool = False,
-    loss: str = "mse",
+    config: DQNConfig,
     axis_name: str | None = None,
 ) -> tuple[Any, Any, jax.Array, dict[str, jax.Array]]:
     """One gradient step of DQN on a sampled batch.
 
     Args:
         params, target_params: online and target Q-network parameters.
-        opt_state: state of `tx` (Adam moments).
+        opt_state: optimizer state (`common.make_optimizer(config)`).
         batch: `Transition` with leaves [B, ...]; target = reward + discount * V(next_obs).
         weights: [B] per-sample loss weights (importance weights, 0 for padding).
         hparams: `DQNHParams`; uses `learning_rate` and `max_grad_norm`.
         q_values: `(params, obs [B, ...]) -> [B, A]`.
-        tx: the direction transformation (`make_optimizer`).
-        double_dqn: evaluate the online network's argmax with the target network.
-        loss: `huber` or `mse`.
+        config: static choices: `double_dqn` (evaluate the online network's argmax with the
+            target network), `loss` (`huber` or `mse`), `adam_eps`, `lora_rank`.
         axis_name: data parallelism: each device holds a shard of `batch`; the loss and
             gradients are averaged over `axis_name`, so every device applies the same step.
 
@@ -188,23 +104,18 @@ def update(
         grad_norm).
     """
     q_next_target = q_values(target_params, batch.next_obs)
-    if double_dqn:
+    if config.double_dqn:
         next_value = double_q_target(q_values(params, batch.next_obs), q_next_target)
     else:
         next_value = q_learning_target(q_next_target)
     targets = batch.reward + batch.discount * next_value
     (loss_value, info), grads = jax.value_and_grad(dqn_loss, has_aux=True)(
-        params, q_values, batch.obs, batch.action, targets, weights, loss
+        params, q_values, batch.obs, batch.action, targets, weights, config.loss
     )
-    if lora.has_adapters(grads):  # LoRA: the base network stays frozen
-        grads = lora.freeze(grads)
-    if axis_name is not None:
-        grads, loss_value = jax.lax.pmean((grads, loss_value), axis_name)
-    g_norm = optax.tree.norm(grads)
-    scale = jnp.minimum(1.0, hparams.max_grad_norm / (g_norm + 1e-6))
-    grads = jax.tree.map(lambda g: g * scale, grads)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    params = jax.tree.map(lambda p, u: p - hparams.learning_rate * u, params, updates)
+    tx = make_optimizer(config, hparams.max_grad_norm, hparams.learning_rate)
+    params, opt_state, g_norm, loss_value = apply_gradients(
+        tx, grads, opt_state, params, loss_value, axis_name
+    )
     valid = batch.valid.astype(jnp.float32)
     sums = (
         jnp.sum(valid),
@@ -227,61 +138,6 @@ def _where(pred: jax.Array, on_true: Any, on_false: Any) -> Any:
     return jax.tree.map(lambda a, b: jnp.where(pred, a, b), on_true, on_false)
 
 
-def q_features(network: QNetwork, params: Any, obs: jax.Array) -> jax.Array:
-    """The Q-network's last hidden activations: obs [B, *obs_shape] -> [B, hidden_sizes[-1]]."""
-    layer = f"Dense_{len(network.hidden_sizes) - 1}"
-    _, captured = network.apply(
-        params,
-        obs,
-        capture_intermediates=lambda m, method: m.name == layer and method == "__call__",
-        mutable=["intermediates"],
-    )
-    return ACTIVATIONS[network.activation](captured["intermediates"][layer]["__call__"][0])
-
-
-def make_memory(
-    config: DQNConfig, agent: Agent, obs_shape: tuple[int, ...], shards: int = 1
-) -> tuple[Memory | None, Callable[[Any, jax.Array], jax.Array] | None]:
-    """The episodic memory of `Transition`s and its embedding `(params, obs [N, ...]) ->
-    [N, D]`, or `(None, None)` when `memory_fraction` is 0.
-
-    `projection`: a fixed Gaussian projection of the flattened observation (the same for
-    every seed); `features`: the online Q-network's last hidden layer, computed with the
-    parameters of the moment (stored keys keep the parameters they were added with).
-    """
-    if config.memory_fraction == 0.0:
-        return None, None
-    if shards > 1:
-        fail(
-            type(config).__name__,
-            "memory_fraction",
-            config.memory_fraction,
-            "must be 0: the episodic memory does not support data-parallel training yet",
-        )
-    if config.memory_embedding == "features":
-        dim = config.hidden_sizes[-1]
-
-        def embed(params, obs):
-            return q_features(agent.network, params, obs)
-
-    else:
-        dim = config.memory_embed_dim
-        with jax.ensure_compile_time_eval():  # a constant, also if built under a trace
-            projection = random_projection(jax.random.key(0), obs_shape, dim)
-
-        def embed(params, obs):
-            del params
-            return project(projection, obs)
-
-    memory = episodic_memory(
-        config.memory_size,
-        dim,
-        metric=config.memory_metric,
-        add_batch_size=config.train_frequency,
-    )
-    return memory, embed
-
-
 def make_learner(config: DQNConfig, data_shards: int = 1) -> Learner:
     """DQN as `init(key, hparams)` / `update(state, hparams)` over a `DQNState`.
 
@@ -295,14 +151,14 @@ def make_learner(config: DQNConfig, data_shards: int = 1) -> Learner:
     axis = None
     if data_shards > 1:
         axis = _check_data_parallel(config, data_shards)
-    env, env_params, curriculum = build_env(config, config.num_envs // data_shards)
-    agent = make_agent(config, env, env_params)
-    tx = make_optimizer(config)
+    stack = make_env_stack(config, config.num_envs // data_shards)
+    env = stack.env
+    agent = make_agent(config, env, stack.params)
     buffer = make_replay(config, data_shards)
-    obs_space = env.observation_space(env_params)
+    obs_space = env.observation_space(stack.params)
     obs_shape = tuple(obs_space.shape)
     obs_dtype = jax.dtypes.canonicalize_dtype(obs_space.dtype)
-    memory, embed = make_memory(config, agent, obs_shape, data_shards)
+    memory = make_memory(config, agent, obs_shape, data_shards)
     num_envs = config.num_envs // data_shards  # this device's envs
     steps_per_env = config.steps_per_env
     first_learning_update = config.first_learning_update
@@ -310,11 +166,7 @@ def make_learner(config: DQNConfig, data_shards: int = 1) -> Learner:
 
     def init(key: jax.Array, hparams: DQNHParams) -> DQNState:
         del hparams  # nothing in the initial state depends on them
-        k_net, k_env, k_run = jax.random.split(key, 3)
-        if axis is not None:  # same network on every device, different envs
-            k_env = jax.random.fold_in(k_env, jax.lax.axis_index(axis))
-        c_state = None if curriculum is None else curriculum.init()
-        obs, env_state = env.reset(k_env, params_of(c_state))
+        k_net, k_run, obs, env_state, c_state = reset_envs(key, stack, axis)
         params = agent.network.init(k_net, obs[:1])
         no = jnp.zeros((num_envs,), bool)
         example_step = Step(
@@ -332,7 +184,7 @@ def make_learner(config: DQNConfig, data_shards: int = 1) -> Learner:
         return DQNState(
             params=params,
             target_params=params,
-            opt_state=tx.init(params),
+            opt_state=make_optimizer(config).init(params),
             buffer=buffer.init(example_item),
             env_state=env_state,
             obs=obs,
@@ -341,19 +193,15 @@ def make_learner(config: DQNConfig, data_shards: int = 1) -> Learner:
             update_step=jnp.int32(0),
             episodes=jnp.int32(0),
             curriculum=c_state,
-            memory=None if memory is None else memory.init(example_item),
+            memory=None if memory is None else memory.memory.init(example_item),
         )
-
-    def params_of(c_state: Any) -> Any:
-        """The env params now: fixed, or the curriculum's current stage."""
-        return env_params if curriculum is None else curriculum.env_params(c_state)
 
     def rollout(state: DQNState, hparams: DQNHParams, k_noise: jax.Array, env_keys: jax.Array):
         first_env_step = state.update_step * config.train_frequency
-        stage_params = with_reward_weights(params_of(state.curriculum), hparams)
+        stage_params = with_reward_weights(stack.params_of(state.curriculum), hparams)
 
         def env_step(carry, xs):
-            env_state, obs, window, episodes, ep_stats = carry
+            env_state, obs, window, episodes = carry
             i, k_env, noise = xs
             # env steps and episodes of the whole agent (all devices' envs)
             epsilon = epsilon_at(config, hparams, first_env_step + i * config.num_envs, episodes)
@@ -371,68 +219,30 @@ def make_learner(config: DQNConfig, data_shards: int = 1) -> Learner:
                 next_obs=info["final_observation"],
             )
             window, transition = window_push(window, step, hparams.gamma)
-            ep_done = info["episode_done"]
-            ep_stats = (
-                ep_stats[0] + jnp.sum(jnp.where(ep_done, info["episode_return"], 0.0)),
-                ep_stats[1] + jnp.sum(jnp.where(ep_done, info["episode_length"], 0)),
-                ep_stats[2] + jnp.sum(ep_done.astype(jnp.int32)),
-            )
-            finished = jnp.sum(ep_done.astype(jnp.int32))
+            finished = jnp.sum(info["episode_done"].astype(jnp.int32))
             if axis is not None and config.epsilon_schedule == "exponential":
                 finished = jax.lax.psum(finished, axis)  # the schedule counts every device's
             episodes = episodes + finished
-            episode = (ep_done, info["episode_return"], episode_extras(info))
-            return (env_state, next_obs, window, episodes, ep_stats), (transition, epsilon, episode)
+            return (env_state, next_obs, window, episodes), (transition, epsilon, episodes_of(info))
 
         noise = exploration_noise(k_noise, (steps_per_env, num_envs), num_actions)
         xs = (jnp.arange(steps_per_env), env_keys, noise)
-        zero_stats = (jnp.float32(0.0), jnp.int32(0), jnp.int32(0))
-        carry = (state.env_state, state.obs, state.window, state.episodes, zero_stats)
+        carry = (state.env_state, state.obs, state.window, state.episodes)
         carry, (transitions, epsilons, episodes) = jax.lax.scan(
             env_step, carry, xs, unroll=config.rollout_unroll
         )
         if axis is not None and config.epsilon_schedule != "exponential":
             # one collective per update instead of per env step: the count is not read above
             finished = jax.lax.psum(carry[3] - state.episodes, axis)
-            carry = (*carry[:3], state.episodes + finished, carry[4])
+            carry = (*carry[:3], state.episodes + finished)
         # [steps_per_env, num_envs, ...] -> [train_frequency, ...]
         transitions = jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), transitions)
         return carry, transitions, epsilons[-1], episodes
 
-    def mix_memory(memory_state: Any, params: Any, batch: Transition, weights: jax.Array):
-        """Append `memory_batch_size` transitions retrieved from the episodic memory as the
-        `memory_k` nearest neighbours of the batch's first `memory_queries` states.
-
-        Args: batch `Transition` [R, ...] and weights [R] of the replayed items.
-        Returns: (batch [B, ...], weights [B], metrics), B = batch_size; retrieved items get
-        weight 1 (0 where fewer neighbours exist than asked for).
-        """
-        m = config.memory_batch_size
-        queries = embed(params, batch.obs[: config.memory_queries])
-        got = memory.retrieve(
-            memory_state, queries, config.memory_k + 1, approximate=config.memory_approx
-        )
-
-        # Rank 0 is the query's own transition (the memory holds all the replay buffer does).
-        def flat(x):
-            return x[:, 1:].reshape(-1, *x.shape[2:])[:m]
-
-        found = flat(got.valid)
-        extra = jax.tree.map(flat, got.experience)
-        extra = extra._replace(valid=extra.valid & found)
-        batch = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), batch, extra)
-        weights = jnp.concatenate([weights, extra.valid.astype(jnp.float32)])
-        num_found = jnp.maximum(jnp.sum(found), 1)
-        metrics = {
-            "memory_found": jnp.mean(found.astype(jnp.float32)),
-            "memory_score_mean": jnp.sum(jnp.where(found, flat(got.scores), 0.0)) / num_found,
-        }
-        return batch, weights, metrics
-
     def learn(state: DQNState, buffer_state: Any, hparams: DQNHParams, keys: jax.Array):
         do_learn = (state.update_step >= first_learning_update) & buffer.can_sample(buffer_state)
 
-        def gradient_step(carry, k):
+        def replay_step(carry, k):
             params, opt_state, buf = carry
             sample = buffer.sample(buf, k)
             batch: Transition = sample.experience
@@ -441,8 +251,8 @@ def make_learner(config: DQNConfig, data_shards: int = 1) -> Learner:
                 weights = weights * sample.weights
             memory_metrics = {}
             if memory is not None:
-                batch, weights, memory_metrics = mix_memory(state.memory, params, batch, weights)
-            new_params, new_opt_state, td_error, metrics = update(
+                batch, weights, memory_metrics = memory.mix(state.memory, params, batch, weights)
+            new_params, new_opt_state, td_error, metrics = gradient_step(
                 params,
                 state.target_params,
                 opt_state,
@@ -450,27 +260,19 @@ def make_learner(config: DQNConfig, data_shards: int = 1) -> Learner:
                 weights,
                 hparams,
                 agent.q_values,
-                tx,
-                double_dqn=config.double_dqn,
-                loss=config.loss,
-                axis_name=axis,
+                config,
+                axis,
             )
             params = _where(do_learn, new_params, params)
             opt_state = _where(do_learn, new_opt_state, opt_state)
             if config.prioritized:
                 n = sample.indices.shape[0]  # the replayed items lead the batch
                 priorities = jnp.where(batch.valid[:n], jnp.abs(td_error[:n]), 0.0)
-                new_buf = buffer.update_priorities(buf, sample.indices, priorities)
-                # Only the sum-tree fields change: never select over the stored items.
-                buf = buf.replace(
-                    tree=jnp.where(do_learn, new_buf.tree, buf.tree),
-                    max_priority=jnp.where(do_learn, new_buf.max_priority, buf.max_priority),
-                    beta_step=jnp.where(do_learn, new_buf.beta_step, buf.beta_step),
-                )
+                buf = buffer.update_priorities(buf, sample.indices, priorities, do_learn)
             return (params, opt_state, buf), {**metrics, **memory_metrics}
 
         (params, opt_state, buffer_state), metrics = jax.lax.scan(
-            gradient_step,
+            replay_step,
             (state.params, state.opt_state, buffer_state),
             keys,
         )
@@ -478,9 +280,7 @@ def make_learner(config: DQNConfig, data_shards: int = 1) -> Learner:
         metrics["learning"] = do_learn.astype(jnp.float32)
         return params, opt_state, buffer_state, metrics
 
-    def learner_update(
-        state: DQNState, hparams: DQNHParams
-    ) -> tuple[DQNState, dict[str, jax.Array]]:
+    def update(state: DQNState, hparams: DQNHParams) -> tuple[DQNState, dict[str, jax.Array]]:
         # Every key of the update from one split: on CPU each threefry call is a small loop of
         # kernels, which costs more than the env step itself for small envs.
         keys = jax.random.split(state.key, 2 + steps_per_env + config.gradient_steps)
@@ -489,45 +289,25 @@ def make_learner(config: DQNConfig, data_shards: int = 1) -> Learner:
             keys = keys.at[1:].set(jax.vmap(jax.random.fold_in, (0, None))(keys[1:], index))
         key, k_noise = keys[0], keys[1]
         env_keys, learn_keys = keys[2 : 2 + steps_per_env], keys[2 + steps_per_env :]
-        carry, transitions, epsilon, (ep_done, ep_return, extras) = rollout(
-            state, hparams, k_noise, env_keys
-        )
-        env_state, obs, window, episodes, (ret_sum, len_sum, ep_count) = carry
+        carry, transitions, epsilon, episodes = rollout(state, hparams, k_noise, env_keys)
+        env_state, obs, window, num_episodes = carry
         buffer_state = buffer.add(state.buffer, transitions)
         memory_state = state.memory
         if memory is not None:
-            memory_keys = embed(state.params, transitions.obs)
-            memory_state = memory.add(memory_state, transitions, memory_keys)
+            memory_keys = memory.embed(state.params, transitions.obs)
+            memory_state = memory.memory.add(memory_state, transitions, memory_keys)
         params, opt_state, buffer_state, metrics = learn(
             state.replace(memory=memory_state), buffer_state, hparams, learn_keys
         )
         # target_update_period is data (a sweep may vmap it): env steps -> updates
         every = jnp.maximum(1, hparams.target_update_period // config.train_frequency)
-        do_target = (state.update_step + 1) % every.astype(jnp.int32) == 0
-        tau = hparams.tau
-        target_params = jax.tree.map(
-            lambda t, p: jnp.where(do_target, tau * p + (1.0 - tau) * t, t),
-            state.target_params,
-            params,
+        target_params = update_target(
+            state.target_params, params, hparams.tau, state.update_step + 1, every.astype(jnp.int32)
         )
-        metrics.update(
-            episode_return_sum=ret_sum,
-            episode_length_sum=len_sum.astype(jnp.float32),
-            episode_count=ep_count.astype(jnp.float32),
-            epsilon=epsilon,
+        metrics["epsilon"] = epsilon
+        metrics, c_state = finish_update(
+            metrics, params, episodes, stack.curriculum, state.curriculum, hparams, axis
         )
-        finite = jnp.isfinite(metrics["loss"]) & all_finite(params)
-        metrics["nonfinite"] = (~finite).astype(jnp.float32)
-        done_f = ep_done.astype(jnp.float32)
-        metrics.update({f"episode_{k}_sum": jnp.sum(v * done_f) for k, v in extras.items()})
-        if axis is not None:  # episodes of every device's envs
-            episode_sums = {k: v for k, v in metrics.items() if k.startswith("episode_")}
-            metrics.update(jax.lax.psum(episode_sums, axis))
-        c_state = state.curriculum
-        if curriculum is not None:
-            outcomes = episode_outcomes(ep_return, extras)
-            c_state = curriculum.update(c_state, ep_done, outcomes, hparams.curriculum)
-            metrics.update(curriculum.metrics(c_state))
         new_state = DQNState(
             params=params,
             target_params=target_params,
@@ -538,35 +318,25 @@ def make_learner(config: DQNConfig, data_shards: int = 1) -> Learner:
             window=window,
             key=key,
             update_step=state.update_step + 1,
-            episodes=episodes,
+            episodes=num_episodes,
             curriculum=c_state,
             memory=memory_state,
         )
         return new_state, metrics
 
-    eval_env, _ = base_env(config)
-
-    def evaluate_fn(state: DQNState, key: jax.Array, num_episodes: int) -> dict:
-        """Greedy episodes of this seed's Q-network on its current env params."""
-        env_params = params_of(state.curriculum)
-        return evaluate(agent.greedy_action, state.params, eval_env, env_params, key, num_episodes)
-
     return Learner(
         init,
-        learner_update,
+        update,
         config.num_updates,
         config.train_frequency,
         config.hparams(),
-        curriculum,
-        evaluate_fn,
+        stack.curriculum,
+        greedy_episodes(stack, lambda state: agent.greedy_action),
     )
 
 
 def _check_data_parallel(config: DQNConfig, shards: int) -> str:
     """Validate a data-parallel split over `shards` devices; returns the axis name."""
-    from jaxlearn.parallel import DATA_AXIS
-
-    name = type(config).__name__
     sizes = {
         "num_envs": "each device runs num_envs / devices envs",
         "buffer_size": "each device keeps a replay shard of buffer_size / devices",
@@ -574,27 +344,7 @@ def _check_data_parallel(config: DQNConfig, shards: int) -> str:
         # implied by num_envs (train_frequency is a multiple of it); checked for the message
         "train_frequency": "each device adds train_frequency / devices transitions per update",
     }
-    fits = [
-        d for d in range(1, config.num_envs + 1) if all(getattr(config, f) % d == 0 for f in sizes)
-    ]
-    for field, why in sizes.items():
-        if getattr(config, field) % shards:
-            fail(
-                name,
-                field,
-                getattr(config, field),
-                f"must be a multiple of the {shards} devices for data-parallel training "
-                f"({why}); device counts that divide num_envs, buffer_size and batch_size: "
-                f"{fits}",
-            )
-    if config.curriculum is not None:
-        fail(
-            name,
-            "curriculum",
-            config.curriculum,
-            "data-parallel training of one agent does not support a curriculum yet",
-        )
-    return DATA_AXIS
+    return check_data_parallel(config, shards, sizes)
 
 
 def make_train(config: DQNConfig):

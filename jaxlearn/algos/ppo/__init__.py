@@ -3,15 +3,8 @@
 from jaxlearn.algos.ppo.config import PPOConfig, PPOHParams
 from jaxlearn.algos.ppo.losses import LossInfo, PPOBatch, gae, ppo_loss
 from jaxlearn.algos.ppo.networks import MLP, ActorCritic
-from jaxlearn.algos.ppo.train import (
-    Policy,
-    PPOState,
-    Transition,
-    learn,
-    make_learner,
-    make_policy,
-    make_train,
-)
+from jaxlearn.algos.ppo.policy import Policy, make_policy
+from jaxlearn.algos.ppo.train import PPOState, Transition, learn, make_learner, make_train
 
 __all__ = [
     "MLP",
