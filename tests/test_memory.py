@@ -12,7 +12,7 @@ import pytest
 import jaxlearn
 from jaxlearn import memory as mem
 from jaxlearn.algos import dqn
-from jaxlearn.algos.dqn.train import make_memory
+from jaxlearn.algos.dqn.replay import make_memory
 from jaxlearn.checkpoint import Checkpointer
 from jaxlearn.config import to_dict
 
@@ -313,7 +313,7 @@ def test_dqn_memory_state_survives_a_checkpoint(memory_run, tmp_path):
         np.testing.assert_array_equal(a, b)
     # The restored memory answers queries like the original one.
     env, env_params = jaxlearn.make(cfg.env)
-    memory, _ = make_memory(cfg, dqn.make_agent(cfg, env, env_params), (4,))
+    memory = make_memory(cfg, dqn.make_agent(cfg, env, env_params), (4,)).memory
     one = jax.tree.map(lambda x: x[0], restored.memory)
     out = memory.retrieve(one, one.keys[:3], 1)
     np.testing.assert_allclose(out.scores, 0.0, atol=1e-5)  # each stored key finds itself
