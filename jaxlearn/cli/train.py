@@ -13,12 +13,16 @@ import json
 import os
 import sys
 
+from jaxlearn.cli import fields
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description="Train a jaxlearn agent; writes config.yaml, TensorBoard events, "
         "metrics.json and learning_curve.png into a new run folder.",
+        add_help=False,  # fields.add_help: -h lists the flags, then every config field
     )
+    fields.add_help(p)
     p.add_argument("--algo", help="algorithm (default ppo)")
     p.add_argument("--env", help="environment name (default CartPole-v1)")
     p.add_argument("--num-seeds", type=int, help="independent agents trained in one vmapped call")
