@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import yaml
 
-from jaxlearn import rundir, runner, sinks
+from jaxlearn import progress, reports, rundir, runner, sinks
 from jaxlearn.algos.ppo import PPOConfig, make_learner, make_train
 from jaxlearn.runner import RunConfig, choose_chunk_size, make_chunk, resolve_config
 
@@ -199,13 +199,13 @@ def test_every_sink_reports_the_same_return(tmp_path, monkeypatch, capsys):
     final line, TensorBoard, curve.csv, the plot and metrics.json all show the documented
     return (each seed's mean over the last window, then the mean over seeds)."""
     drawn = []
-    plot = runner.plot_learning_curve
+    plot = reports.plot_learning_curve
 
     def recording_plot(*a, **k):
         drawn.append(plot(*a, **k))
         return drawn[-1]
 
-    monkeypatch.setattr(runner, "plot_learning_curve", recording_plot)
+    monkeypatch.setattr(reports, "plot_learning_curve", recording_plot)
     out = tmp_path / "run"
     args = ["--num-seeds", "3", "--total-timesteps", "240", "--out", str(out)]
     code, err = _fake_main(
@@ -351,14 +351,14 @@ def test_a_failed_or_declined_checkpoint_ends_the_run_with_an_error(
 def test_ctrl_c_stops_after_the_chunk_with_one_line_to_resume(tmp_path, monkeypatch, capsys):
     import signal as signal_
 
-    chunk = runner.Progress.chunk
+    chunk = progress.Progress.chunk
 
     def interrupted_chunk(self, index, *a):
         chunk(self, index, *a)
         if index == 1:  # Ctrl-C while the second chunk's report prints
             os.kill(os.getpid(), signal_.SIGINT)
 
-    monkeypatch.setattr(runner.Progress, "chunk", interrupted_chunk)
+    monkeypatch.setattr(progress.Progress, "chunk", interrupted_chunk)
     out = tmp_path / "run"
     code, err = _fake_main(monkeypatch, capsys, "--set", "num_chunks=4", "--out", str(out))
     assert code == 130, err
@@ -368,7 +368,7 @@ def test_ctrl_c_stops_after_the_chunk_with_one_line_to_resume(tmp_path, monkeypa
     ]
     assert err[-1].startswith("interrupted") and not any("Traceback" in x for x in err)
     assert sum(x.startswith("  chunk ") for x in err) == 2  # stopped after that chunk
-    monkeypatch.setattr(runner.Progress, "chunk", chunk)
+    monkeypatch.setattr(progress.Progress, "chunk", chunk)
     code, err = _fake_main(monkeypatch, capsys, "--resume", str(out))
     assert code == 0 and "restored update 6/12" in err[0], err
     assert (out / "metrics.json").exists()
