@@ -241,7 +241,8 @@ def train(
     stage = None  # each seed's curriculum stage before the next chunk (None: initial)
     if history and "curriculum_stage" in history[0]:
         stage = history[0]["curriculum_stage"][:, -1]
-    first_call, run_seconds, completed = done // chunk_size, 0.0, False
+    # checkpoints fall on chunk ends, and the last on the last update (then no chunk is left)
+    first_call, start, run_seconds, completed = -(-done // chunk_size), done, 0.0, False
     progress.start(done)
     try:
         with stop_on_signal(log) as signals:
@@ -301,7 +302,7 @@ def train(
         "log": log,
         "run_seconds": run_seconds,
         "compile_seconds": compile_seconds,
-        "timed_updates": num_updates - first_call * chunk_size,
+        "timed_updates": num_updates - start,
         "num_chunks": num_calls,
         "trainable": trainable,
         "num_params": num_params,

@@ -401,3 +401,29 @@ def test_ctrl_c_on_a_real_process(tmp_path):
     assert len([x for x in lines if "--resume" in x]) == 1
     assert lines[-1].startswith("interrupted (") and lines[-1].endswith(f"--resume {out}")
     assert not any("Traceback" in x for x in lines)
+
+
+def test_reports_that_failed_to_write_are_written_by_resume(tmp_path, monkeypatch, capsys):
+    """A full disk while writing curve.csv after the last update: exit 1, the run is not
+    marked finished, and --resume (11 updates in chunks of 6: the last one padded) writes
+    the reports without training again."""
+    write_curve = reports.write_curve
+
+    def full(path, *a, **k):
+        raise sinks.SinkError(f"writing the curve {path} failed: No space left on device")
+
+    monkeypatch.setattr(reports, "write_curve", full)
+    out = tmp_path / "run"
+    args = ["--total-timesteps", "88", "--set", "num_chunks=2", "--set", "eval_episodes=0"]
+    code, err = _fake_main(monkeypatch, capsys, *args, "--out", str(out))
+    assert code == 1 and "trained to its end" in err[-1] and f"--resume {out}" in err[-1], err
+    assert not (out / "metrics.json").exists()
+    monkeypatch.setattr(reports, "write_curve", write_curve)
+    code, err = _fake_main(monkeypatch, capsys, "--resume", str(out))
+    assert code == 0, err
+    assert "restored update 11/11" in err[0] and not any(x.startswith("  chunk") for x in err)
+    metrics = json.loads((out / "metrics.json").read_text())
+    m = fake_learner.expected_metrics(0, 1, 11)
+    ref = fake_learner.reference_return(m["episode_return_sum"], m["episode_count"], 1)
+    np.testing.assert_allclose(metrics["final_return_mean"], ref, rtol=1e-12)
+    assert len((out / "curve.csv").read_text().splitlines()) == 12
