@@ -1,20 +1,25 @@
-"""DQN learning runs on CartPole-v1 from the shipped experiment configs (slow: about 30-40 s
-each on a 2-core CPU)."""
+"""DQN learning runs on CartPole-v1 from the shipped experiment configs (slow)."""
+
+import os
 
 import jax
 import numpy as np
 import pytest
 
+from jaxlearn import results
 from jaxlearn.algos import dqn
-from jaxlearn.logging import final_returns
 from jaxlearn.runner import resolve_config
 
-# Measured on the fixed seed: 500.0 (double DQN, 10 envs; with 1 env the same seed ended at
-# 361.4 on a 2-core AMD EPYC, so float differences between CPUs can decide a seed) and 495.4
-# (prioritized). In a 16-seed vmapped
-# run of the prioritized config, the 12 seeds inspected all reached >= 470 (11 of them >= 475).
-# The margin absorbs float differences (another CPU, vmap or not), which change the trajectory.
+try:  # jaxlearn.logging is being renamed jaxlearn.sinks in the shared tree (one of them exists)
+    from jaxlearn.sinks import final_returns
+except ImportError:
+    from jaxlearn.logging import final_returns
+
+# Prioritized config, measured on its fixed seed: 495.4. In a 16-seed vmapped run the 12 seeds
+# inspected all reached >= 470 (11 of them >= 475). The margin absorbs float differences
+# (another CPU, vmap or not), which change the trajectory.
 PER_THRESHOLD = 450.0
+EXPERIMENTS = os.path.join(os.path.dirname(__file__), "..", "..", "experiments")
 
 
 def train_from_config(path: str) -> float:
@@ -28,10 +33,17 @@ def train_from_config(path: str) -> float:
 
 
 @pytest.mark.slow
-def test_dqn_solves_cartpole():
-    assert train_from_config("experiments/dqn_cartpole.yaml") >= 475.0
+def test_dqn_cartpole_worst_of_4_seeds_solves_it():
+    # The first 4 seeds of `scripts/results.py` (seed keys as the runner's), vmapped in one
+    # program: the worst seed's training return (epsilon 0.05) and greedy return must both
+    # reach 475, the bar the references meet on every seed (CleanRL 498 +- 2, PureJaxRL 499).
+    run_cfg, cfg = resolve_config(config_file=os.path.join(EXPERIMENTS, "dqn_cartpole.yaml"))
+    r = results.train_config("dqn_cartpole", run_cfg, cfg, num_seeds=4, eval_episodes=8)
+    assert r.train.shape == (4,) and r.greedy.shape == (4,)
+    assert r.train.min() >= 475.0, (r.train, r.greedy)
+    assert r.greedy.min() >= 475.0, (r.train, r.greedy)
 
 
 @pytest.mark.slow
 def test_prioritized_dqn_solves_cartpole():
-    assert train_from_config("experiments/dqn_cartpole_per.yaml") >= PER_THRESHOLD
+    assert train_from_config(os.path.join(EXPERIMENTS, "dqn_cartpole_per.yaml")) >= PER_THRESHOLD
