@@ -87,7 +87,13 @@ def test_dqn_round_trip_matches_training_policy(tmp_path):
     expected = make_agent(cfg, e, ep).greedy_action(state.params, obs)
     np.testing.assert_array_equal(np.asarray(policy.act(obs)), np.asarray(expected))
     assert len(set(np.asarray(expected).tolist())) > 1  # the comparison is not trivial
-    assert set(policy.spec["config"]) == {"env", "env_kwargs", "hidden_sizes", "activation"}
+    assert set(policy.spec["config"]) == {
+        "env",
+        "env_kwargs",
+        "env_params",
+        "hidden_sizes",
+        "activation",
+    }
     assert os.path.getsize(tmp_path / "q" / PARAMS_FILE) < 1_000_000
 
 
@@ -280,6 +286,22 @@ SPEC_EDITS = {
     "added field": (lambda s: s.update(note="hi"), r"unknown \['note'\]"),
     "removed field": (lambda s: s.pop("action_space"), r"missing \['action_space'\]"),
     "source": (lambda s: s["source"].update(seed_index=3), None),
+    "env_params removed": (
+        lambda s: s["env_params"].pop("gravity"),
+        r"env_params must hold exactly the env's parameters: missing \['gravity'\]",
+    ),
+    "env_params value": (
+        lambda s: s["env_params"].update(gravity="high"),
+        "env_params.gravity='high' is invalid",
+    ),
+    "env_params non-finite": (
+        lambda s: s["env_params"].update(max_steps_in_episode=1e999),
+        "env_params.max_steps_in_episode holds NaN or inf",
+    ),
+    "env_params fraction": (
+        lambda s: s["env_params"].update(max_steps_in_episode=2.5),
+        r"env_params.max_steps_in_episode=2.5 must be whole numbers",
+    ),
 }
 
 
@@ -617,3 +639,63 @@ def test_without_a_key_a_recomputed_forgery_loads_as_documented(tmp_path, cartpo
     assert forged.spec["signed"] is False
     changed = jax.tree.map(lambda a, b: not np.array_equal(a, b), forged.params, params)
     assert sum(jax.tree.leaves(changed)) == 1  # the flipped parameter is in use
+
+
+# ---- env parameters -------------------------------------------------------------------------
+
+
+def test_an_export_records_the_env_params_it_was_trained_with(tmp_path, cartpole):
+    path = _saved(tmp_path, cartpole)
+    spec = json.load(open(os.path.join(path, SPEC_FILE)))
+    # gymnax's CartPole-v1 defaults
+    assert spec["env_params"]["gravity"] == 9.8
+    assert spec["env_params"]["max_steps_in_episode"] == 500
+    assert spec["config"]["env_params"] is None
+    policy = load_policy(path)
+    assert policy.env_params.gravity == 9.8 and policy.env_params.max_steps_in_episode == 500
+
+
+def test_env_param_overrides_and_a_curriculum_stage_are_recorded(tmp_path):
+    cfg = PPOConfig(env="Navigation2D-v0", env_params={"num_obstacles": 2}, **SMALL_PPO)
+    params = _init_state(make_ppo_learner(cfg)).params
+    save_policy(str(tmp_path / "p"), "ppo", cfg, params)
+    policy = load_policy(str(tmp_path / "p"))
+    assert policy.spec["config"]["env_params"] == {"num_obstacles": 2}
+    assert policy.spec["env_params"]["num_obstacles"] == 2
+    assert int(policy.env_params.num_obstacles) == 2
+    assert np.asarray(policy.env_params.num_obstacles).dtype == np.int32
+    # the params of a later stage (as export_from_run passes them) are recorded as given
+    _, base = base_env(cfg)
+    stage = base.replace(num_obstacles=base.num_obstacles + 3, goal_radius=base.goal_radius * 2)
+    save_policy(str(tmp_path / "q"), "ppo", cfg, params, env_params=stage)
+    later = load_policy(str(tmp_path / "q")).env_params
+    assert int(later.num_obstacles) == 5
+    np.testing.assert_allclose(later.goal_radius, 2 * np.asarray(base.goal_radius))
+    np.testing.assert_array_equal(later.workspace_size, np.asarray(base.workspace_size))
+    # the params of another env do not fit
+    _, cartpole_params = base_env(PPOConfig())
+    with pytest.raises(ValueError, match="save_policy: env_params must hold exactly"):
+        save_policy(str(tmp_path / "r"), "ppo", cfg, params, env_params=cartpole_params)
+    assert not os.path.exists(tmp_path / "r")
+
+
+def test_export_from_run_records_the_runs_env_params(run_dir, tmp_path):
+    spec = export_from_run(run_dir, str(tmp_path / "policy"))
+    assert spec["format"] == 3
+    assert spec["env_params"]["x_threshold"] == 2.4 and spec["env_params"]["tau"] == 0.02
+
+
+def test_a_format_2_export_loads_with_its_configs_env_params(tmp_path, cartpole):
+    path = _saved(tmp_path, cartpole)
+
+    def as_format_2(spec):  # what format 2 wrote: no env_params anywhere
+        spec["format"] = 2
+        del spec["env_params"]
+        del spec["config"]["env_params"]
+
+    _edit_spec(path, as_format_2, rehash=True)
+    policy = load_policy(path)
+    assert policy.env_params.gravity == 9.8
+    _edit_spec(path, lambda s: s.update(format=3), rehash=True)  # format 3 needs them
+    with pytest.raises(ValueError, match=r"fields missing \['env_params'\]"):
+        load_policy(path)

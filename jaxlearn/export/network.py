@@ -1,0 +1,154 @@
+"""The network of an exported policy: built from its config, checked against parameters,
+and wrapped as the pure `apply` and the checking host `act`."""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable
+from typing import Any
+
+import flax.serialization
+import flax.traverse_util
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxlearn import algos
+from jaxlearn.algos.dqn.train import make_agent
+from jaxlearn.algos.ppo.train import make_policy
+from jaxlearn.envs.setup import base_env
+from jaxlearn.envs.wrappers import NormalizeObservation, NormalizeObservationState
+from jaxlearn.export.record import POLICY_FIELDS
+
+
+def config_class(algo: str) -> type:
+    if algo not in POLICY_FIELDS or algo not in algos.ALGOS:
+        raise ValueError(
+            f"algo={algo!r} cannot be exported: must be one of {sorted(POLICY_FIELDS)}"
+        )
+    return algos.ALGOS[algo][0]
+
+
+def greedy_network(algo: str, cfg: Any) -> tuple[Any, Callable, Any, Any]:
+    """`(network, act(params, obs), env, env_params)` for `cfg`, on its unwrapped env."""
+    env, env_params = base_env(cfg)
+    if algo == "ppo":
+        policy = make_policy(cfg, env, env_params)
+        return policy.network, policy.act_greedy, env, env_params
+    agent = make_agent(cfg, env, env_params)
+    return agent.network, agent.greedy_action, env, env_params
+
+
+def param_template(network: Any, env: Any, env_params: Any) -> Any:
+    """ShapeDtypeStructs of the network's parameters (nothing is computed)."""
+    space = env.observation_space(env_params)
+    dummy = jax.ShapeDtypeStruct((1, *tuple(space.shape)), jnp.dtype(space.dtype))
+    return jax.eval_shape(network.init, jax.random.key(0), dummy)
+
+
+def check_fits(params: Any, template: Any, where: str) -> None:
+    """Raise ValueError unless `params` has the template's leaves, shapes and dtypes."""
+    got = flax.traverse_util.flatten_dict(flax.serialization.to_state_dict(params), sep="/")
+    want = flax.traverse_util.flatten_dict(flax.serialization.to_state_dict(template), sep="/")
+    if set(got) != set(want):
+        missing = sorted(set(want) - set(got))
+        extra = sorted(set(got) - set(want))
+        raise ValueError(
+            f"{where}: parameters do not fit the network (missing {missing[:5]}, "
+            f"unexpected {extra[:5]})"
+        )
+    for k, ref in want.items():
+        shape, dtype = tuple(np.shape(got[k])), np.asarray(got[k]).dtype
+        if shape != tuple(ref.shape) or dtype != ref.dtype:
+            hint = ""
+            if len(shape) == len(ref.shape) + 1 and shape[1:] == tuple(ref.shape):
+                hint = "; these look like stacked seeds: pass one seed's params"
+            raise ValueError(
+                f"{where}: parameter {k!r} has shape {shape} {dtype}, the network needs "
+                f"{tuple(ref.shape)} {ref.dtype}{hint}"
+            )
+
+
+def observation_stats(env_state: Any) -> Any:
+    """The `RunningMeanStd` a `NormalizeObservation` wrapper keeps in `env_state` (or None)."""
+    s = env_state
+    while s is not None:
+        if isinstance(s, NormalizeObservationState):
+            return s.obs_stats
+        s = getattr(s, "env_state", None)
+    return None
+
+
+def normalizer_defaults() -> dict[str, float]:
+    """`clip` and `eps` of the `NormalizeObservation` wrapper that training uses."""
+    sig = inspect.signature(NormalizeObservation.__init__).parameters
+    return {"clip": float(sig["clip"].default), "eps": float(sig["eps"].default)}
+
+
+def count(params: Any) -> int:
+    return int(sum(math.prod(np.shape(x)) for x in jax.tree.leaves(params)))
+
+
+def check_finite_params(params: Any, where: str) -> None:
+    flat = flax.traverse_util.flatten_dict(flax.serialization.to_state_dict(params), sep="/")
+    for k, x in flat.items():
+        a = np.asarray(x)
+        if np.issubdtype(a.dtype, np.inexact) and not np.isfinite(a).all():
+            raise ValueError(
+                f"{where}: parameter {k!r} holds NaN or inf (a diverged run?); such a "
+                "policy acts on garbage and is refused"
+            )
+
+
+def apply_fn(act_greedy: Callable, norm: dict[str, Any] | None) -> Callable[[Any, Any], Any]:
+    """`apply(params, obs [B, *obs_shape]) -> action [B, ...]`: pure, jittable."""
+    if norm is None:
+        return act_greedy
+    mean = jnp.asarray(norm["mean"], jnp.float32)
+    var = jnp.asarray(norm["var"], jnp.float32)
+    clip, eps = float(norm["clip"]), float(norm["eps"])
+
+    def apply(params: Any, obs: Any) -> Any:
+        return act_greedy(params, jnp.clip((obs - mean) / jnp.sqrt(var + eps), -clip, clip))
+
+    return apply
+
+
+def host_act(
+    apply_jit: Callable[[Any, Any], Any], params: Any, obs_shape: tuple[int, ...]
+) -> Callable[[Any], Any]:
+    def act(obs: Any) -> Any:
+        """Greedy action for `obs [B, *obs_shape]` (-> `[B, ...]`) or one `obs [*obs_shape]`
+        (-> `[...]`).
+
+        Raises:
+            ValueError: another shape (the message gives the expected and the got shape),
+                or a NaN/inf observation (checked unless `obs` is traced under jit/vmap).
+            TypeError: an observation that is not real numbers.
+        """
+        traced = isinstance(obs, jax.core.Tracer)
+        x = obs if traced else jnp.asarray(obs)
+        if not any(jnp.issubdtype(x.dtype, t) for t in (jnp.floating, jnp.integer, jnp.bool_)):
+            raise TypeError(f"act: the observation has dtype {x.dtype}; it must be real numbers")
+        shape = tuple(x.shape)
+        single = shape == obs_shape
+        if not single and not (len(shape) == len(obs_shape) + 1 and shape[1:] == obs_shape):
+            batch = "(" + ", ".join(["B", *map(str, obs_shape)]) + ")"
+            raise ValueError(
+                f"act: the observation has shape {shape}; this policy takes one observation "
+                f"[*obs_shape] = {obs_shape} or a batch [B, *obs_shape] = {batch}"
+            )
+        if not traced and jnp.issubdtype(x.dtype, jnp.inexact):
+            bad = ~np.isfinite(np.asarray(x))
+            if bad.any():
+                at = tuple(int(i) for i in np.argwhere(bad)[0])
+                raise ValueError(
+                    f"act: the observation holds NaN or inf (at index {at}); no action is "
+                    "defined for it, so it is refused"
+                )
+        if single:
+            return jax.tree.map(lambda a: a[0], apply_jit(params, x[None]))
+        return apply_jit(params, x)
+
+    return act
