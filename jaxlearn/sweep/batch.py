@@ -21,8 +21,8 @@ import numpy as np
 from optuna.trial import TrialState
 
 from jaxlearn import algos
+from jaxlearn.loop import choose_chunk_size, make_chunk
 from jaxlearn.parallel import seed_mesh, shard_seeds
-from jaxlearn.runner import choose_chunk_size, make_chunk
 from jaxlearn.sinks import final_episode_metrics, final_returns
 from jaxlearn.sweep import report
 from jaxlearn.sweep.spec import BASE_OBJECTIVES, SweepSpec
