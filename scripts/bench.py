@@ -124,6 +124,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--dqn-seeds", type=int_list, help="DQN seed counts (default 1,16,128; quick 1,4)"
     )
     p.add_argument(
+        "--ppo-timesteps",
+        type=int,
+        help="ppo_e2e: env steps per seed (default the yaml's 500k; quick 50k), >= one update "
+        "(num_envs x num_steps)",
+    )
+    p.add_argument(
         "--dqn-timesteps",
         type=int,
         help="dqn_e2e: env steps per seed (default the yaml's 500k; quick 50k); >= its "
@@ -187,6 +193,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     args = p.parse_args(argv)
     check_purejaxrl_args(p, args, argv)
+    for flag in ("ppo_timesteps", "dqn_timesteps"):
+        value = getattr(args, flag)
+        if value is not None and value <= 0:
+            p.error(f"--{flag.replace('_', '-')} must be a positive integer, got {value}")
     if args.buffer_ops is not None and args.buffer_ops <= 0:
         p.error(f"--buffer-ops must be a positive integer, got {args.buffer_ops}")
     if args.memory_capacity is not None and args.memory_capacity < 5:
@@ -607,7 +617,7 @@ def bench_algo(
     from jaxlearn.config import to_dict
 
     bench = f"{algo}_e2e"
-    timesteps = args.dqn_timesteps if algo == "dqn" else None
+    timesteps = args.dqn_timesteps if algo == "dqn" else args.ppo_timesteps
     run_cfg, cfg, path = algo_config(algo, args.quick, timesteps)
     _, make_learner = ALGOS[algo]
     learner = make_learner(cfg)

@@ -192,9 +192,10 @@ def test_peer_server_protocol_and_errors(tmp_path):
 
 
 def test_peer_server_times_out(tmp_path):
-    peer = _fake_peer(tmp_path, timeout=1.0)
+    peer = _fake_peer(tmp_path)
     try:
-        peer.receive("config")
+        peer.receive("config")  # the interpreter may take seconds to start on a loaded CI
+        peer.timeout = 1.0
         with pytest.raises(PeerError, match="no 'ready' within 1s"):
             peer.receive("ready")  # the fake never sends one
     finally:
@@ -257,7 +258,7 @@ for line in sys.stdin:
                           "warm_run_seconds": 2.0}), flush=True)
         continue
     runs += 1
-    print(json.dumps({"event": "result", "algo": "ppo", "run_seconds": 1.0,
+    print(json.dumps({"event": "result", "algo": "ppo", "run_seconds": 1.0, "cpu_seconds": 2.0,
                       "total_env_steps": 256, "env_steps_per_second": 100.0 * runs,
                       "final_return_mean": 9.0, "final_return_kind": "fake",
                       "grad_updates": 16}), flush=True)
@@ -268,7 +269,7 @@ for line in sys.stdin:
 def test_rounds_interleave_and_ratios_use_each_rounds_pair(tmp_path):
     # A fake peer whose speed is 100, 200, 300 env steps/s in rounds 1-3, against a tiny
     # jaxlearn PPO (one compilation): each ratio is that round's jaxlearn speed / the peer's.
-    from jaxlearn.bench.side_by_side import run_side_by_side
+    from jaxlearn.bench.side_by_side import run_side_by_side, table
 
     script = tmp_path / "peer.py"
     script.write_text(textwrap.dedent(ROUNDS_PEER))
@@ -299,6 +300,9 @@ def test_rounds_interleave_and_ratios_use_each_rounds_pair(tmp_path):
     assert summary["ratios"] == pytest.approx(expected)
     assert summary["ratio_median"] == pytest.approx(statistics.median(expected))
     assert all(ours[i]["total_env_steps"] == 256 for i in range(3))  # 8 updates x 2 x 16
+    cpu = [2.0 / ours[i]["cpu_seconds"] for i in range(3)]  # theirs / ours, per round
+    assert summary["cpu_ratios"] == pytest.approx(cpu)
     assert summary["purejaxrl_final_return_mean"] == 9.0
+    assert "over 3 rounds" in table(summaries)
     config_row = next(r for r in rows if r["impl"] == "config")
     assert config_row["jaxlearn_config"]["num_envs"] == 2

@@ -134,17 +134,13 @@ class JaxlearnRunner:
 
     def __init__(self, algo: str, kwargs: dict[str, Any], seed: int):
         from jaxlearn.algos import dqn, ppo
-        from jaxlearn.algos.base import make_train_fn
 
         module = ppo if algo == "ppo" else dqn
         config_class = module.PPOConfig if algo == "ppo" else module.DQNConfig
         self.config = config_class(**kwargs)
-        learner = module.make_learner(self.config)
-        # make_train(config) is make_train_fn(make_learner(config)); the learner also gives
-        # the run's exact env steps.
-        self.train = module.make_train(self.config)
+        self.train = module.make_train(self.config)  # the public entry point users call
+        learner = module.make_learner(self.config)  # only for the run's exact env steps
         self.env_steps = learner.num_updates * learner.env_steps_per_update
-        del make_train_fn
         self.seed = seed
         self.compiled = None
         self.key = None
@@ -164,13 +160,15 @@ class JaxlearnRunner:
         import jax
         import numpy as np
 
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         state, metrics = jax.block_until_ready(self.compiled(self.key))
         seconds = time.perf_counter() - t0
+        cpu = time.process_time() - c0
         metrics = {k: np.asarray(v)[None] for k, v in metrics.items()}
         ret = final_returns(metrics, FINAL_FRACTION)[0]
         return {
             "run_seconds": seconds,
+            "cpu_seconds": cpu,
             "total_env_steps": self.env_steps,
             "env_steps_per_second": self.env_steps / seconds,
             "final_return_mean": None if np.isnan(ret) else float(ret),
@@ -308,11 +306,23 @@ def _rounds(peer, algos, rounds, seed, emit, log, watch) -> list[dict[str, Any]]
             m["env_steps_per_second"] / p["env_steps_per_second"]
             for m, p in zip(mine, peer_rows, strict=True)
         ]
+        # CPU seconds (all threads) of the same runs: on a loaded machine wall time also
+        # measures when the scheduler let each side run; CPU time measures the work.
+        cpu = summarise(
+            [
+                p["cpu_seconds"] / m["cpu_seconds"]
+                for m, p in zip(mine, peer_rows, strict=True)
+                if m.get("cpu_seconds") and p.get("cpu_seconds")
+            ]
+        )
         summary = {
             **base[algo],
             "impl": "ratio",
             "ratio": "jaxlearn / PureJaxRL env steps per second, per round",
             **summarise(ratios),
+            "cpu_ratio": "PureJaxRL / jaxlearn CPU seconds of the same run, per round",
+            **{f"cpu_{k}": v for k, v in cpu.items()},
+            "load_1min": [m["load_1min"] for m in mine],
             "rounds": rounds,
             "jaxlearn_env_steps_per_second": [m["env_steps_per_second"] for m in mine],
             "purejaxrl_env_steps_per_second": [p["env_steps_per_second"] for p in peer_rows],
@@ -333,6 +343,7 @@ def _rounds(peer, algos, rounds, seed, emit, log, watch) -> list[dict[str, Any]]
 
 RESULT_KEYS = (
     "run_seconds",
+    "cpu_seconds",
     "total_env_steps",
     "env_steps_per_second",
     "final_return_mean",
@@ -345,7 +356,7 @@ def table(summaries: list[dict[str, Any]]) -> str:
     """The summary rows as a small text table (for stderr)."""
     lines = [
         "algo  jaxlearn/PureJaxRL median [min, max] over rounds   env steps/s (median)"
-        "            final return jaxlearn | PureJaxRL"
+        "            final return jaxlearn | PureJaxRL   CPU-time ratio median [min, max]"
     ]
     for s in summaries:
         if s.get("ratio_median") is None:
@@ -356,9 +367,18 @@ def table(summaries: list[dict[str, Any]]) -> str:
             f"{s['algo']:<5} {s['ratio_median']:.2f} [{s['ratio_min']:.2f}, {s['ratio_max']:.2f}]"
             f" over {s['rounds']} rounds{'':<17} {ours / 1e3:,.1f}k vs {theirs / 1e3:,.1f}k"
             f"{'':<12} {_fmt(s['jaxlearn_final_return_mean'])} | "
-            f"{_fmt(s['purejaxrl_final_return_mean'])}"
+            f"{_fmt(s['purejaxrl_final_return_mean'])}   {_ratio(s, 'cpu_')}"
         )
     return "\n".join(lines)
+
+
+def _ratio(s: dict[str, Any], prefix: str) -> str:
+    if s.get(f"{prefix}ratio_median") is None:
+        return "n/a"
+    return (
+        f"{s[prefix + 'ratio_median']:.2f} "
+        f"[{s[prefix + 'ratio_min']:.2f}, {s[prefix + 'ratio_max']:.2f}]"
+    )
 
 
 def _fmt(x: float | None) -> str:

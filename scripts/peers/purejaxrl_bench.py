@@ -173,13 +173,15 @@ class Runner:
     def run(self) -> dict[str, Any]:
         import jax
 
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         out = jax.block_until_ready(self.compiled(self.key))
         seconds = time.perf_counter() - t0
+        cpu = time.process_time() - c0
         steps = self.env_steps()
         ret, kind = final_return(self.algo, out)
         return {
             "run_seconds": seconds,
+            "cpu_seconds": cpu,
             "total_env_steps": steps,
             "env_steps_per_second": steps / seconds,
             "final_return_mean": ret,
