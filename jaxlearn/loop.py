@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
 import signal
 import threading
 import time
@@ -285,8 +286,9 @@ def train(
         completed = True
     except (SinkError, CheckpointError, OSError) as e:
         raise RunWriteError(
-            f"{e}; the run stopped at update {done}/{num_updates} ({_last_text(ckpt)}); once "
-            f"the cause is fixed (e.g. disk space), continue with --resume {folder.path}"
+            f"{_reason(e)}; the run stopped at update {done}/{num_updates} "
+            f"({_last_text(ckpt)}); once the cause is fixed (e.g. disk space), continue with "
+            f"--resume {folder.path}"
         ) from e
     finally:
         progress.close()
@@ -317,7 +319,7 @@ def train(
         )
     except (SinkError, CheckpointError, OSError) as e:
         raise RunWriteError(
-            f"{e}; the run trained to its end ({_last_text(ckpt)}) but its reports are "
+            f"{_reason(e)}; the run trained to its end ({_last_text(ckpt)}) but its reports are "
             f"incomplete; once the cause is fixed, --resume {folder.path} writes them"
         ) from e
 
@@ -329,6 +331,12 @@ def print_none(line: str) -> None:
 def _stack(history: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """The chunks' metrics side by side: `[num_seeds, updates so far]` per key."""
     return {k: np.concatenate([m[k] for m in history], axis=1) for k in history[0]}
+
+
+def _reason(e: BaseException) -> str:
+    """The error's message without the storage spec TensorStore appends (hundreds of
+    characters of JSON that say nothing to a user)."""
+    return re.sub(r" \[tensorstore_spec='.*?'\]", "", str(e))
 
 
 def _last_text(ckpt: Checkpointer) -> str:

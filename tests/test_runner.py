@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import yaml
 
-from jaxlearn import progress, reports, rundir, runner, sinks
+from jaxlearn import loop, progress, reports, rundir, runner, sinks
 from jaxlearn.algos.ppo import PPOConfig, make_learner, make_train
 from jaxlearn.runner import RunConfig, choose_chunk_size, make_chunk, resolve_config
 
@@ -427,3 +427,9 @@ def test_reports_that_failed_to_write_are_written_by_resume(tmp_path, monkeypatc
     ref = fake_learner.reference_return(m["episode_return_sum"], m["episode_count"], 1)
     np.testing.assert_allclose(metrics["final_return_mean"], ref, rtol=1e-12)
     assert len((out / "curve.csv").read_text().splitlines()) == 12
+
+
+def test_write_errors_leave_out_tensorstores_spec():
+    spec = "[tensorstore_spec='{\"a\": [1]}']"
+    e = OSError(f"write failed: No space left on device [os_error_code='28'] {spec}; x")
+    assert loop._reason(e) == "write failed: No space left on device [os_error_code='28']; x"
