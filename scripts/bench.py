@@ -210,7 +210,8 @@ def check_purejaxrl_args(
     p: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str] | None
 ) -> None:
     """--purejaxrl DIR: a clone with purejaxrl/ppo.py and dqn.py, and a peer interpreter."""
-    only_given = any(a == "--only" or a.startswith("--only=") for a in (argv or sys.argv[1:]))
+    given = sys.argv[1:] if argv is None else argv
+    only_given = any(a == "--only" or a.startswith("--only=") for a in given)
     if args.purejaxrl is None:
         if only_given and "purejaxrl" in args.only:
             p.error("--only purejaxrl needs --purejaxrl DIR (a local clone of PureJaxRL)")
