@@ -238,7 +238,9 @@ def test_one_agent_trains_data_parallel_with_identical_replicas(tmp_path):
     # DQN with the default num_envs=1 cannot split: refused before anything is written
     assert r["dqn_rc"] == 2 and not r["wrote_dqn"], r
     assert "DQNConfig.num_envs=1 is invalid: must be a multiple of the 8 devices" in r["dqn_err"]
-    assert "device counts that divide num_envs, buffer_size and batch_size: [1]" in r["dqn_err"]
+    assert "device counts that divide num_envs, buffer_size, batch_size, train_frequency: [1]" in r[
+        "dqn_err"
+    ]
 
 
 DQN_DP_RUN_SCRIPT = textwrap.dedent(
