@@ -77,9 +77,9 @@ MUTATIONS = [
     ),
     Mutation(
         "dqn_target_copied_every_update",
-        "jaxlearn/algos/dqn/train.py",
-        "do_target = (state.update_step + 1) % every.astype(jnp.int32) == 0",
-        "do_target = jnp.bool_(True)",
+        "jaxlearn/algos/common.py",
+        "return optax.periodic_update(moved, target, step, period)",
+        "return moved",
         DQN,
         "target network copied on every update instead of on its period",
     ),
@@ -141,7 +141,7 @@ MUTATIONS = [
     ),
     Mutation(
         "sweep_ignores_reward_weights",
-        "jaxlearn/sweep.py",
+        "jaxlearn/sweep/trials.py",
         "reward_weights=full.reward_weights,",
         "reward_weights=base.reward_weights,",
         ("tests/test_reward_weights_wiring.py", "tests/test_sweep.py"),
