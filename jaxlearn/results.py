@@ -20,11 +20,7 @@ import jax
 import numpy as np
 
 from jaxlearn import algos
-
-try:  # jaxlearn.logging is being renamed jaxlearn.sinks in the shared tree (one of them exists)
-    from jaxlearn.sinks import final_returns, smoothed_curve
-except ImportError:
-    from jaxlearn.logging import final_returns, smoothed_curve
+from jaxlearn.sinks import final_returns, smoothed_curve
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,7 +124,7 @@ def train_config(
 
     def one_seed(key, eval_key):
         state, metrics = train(key)
-        returns = learner.evaluate(state, eval_key, eval_episodes)["returns"]
+        returns = learner.greedy_episodes(state, eval_key, eval_episodes)["returns"]
         return {k: metrics[k] for k in algos.EPISODE_METRICS}, returns
 
     keys = jax.random.split(jax.random.key(run_cfg.seed), num_seeds)
@@ -215,8 +211,8 @@ def csv_row(r: ConfigResult) -> dict[str, Any]:
         "greedy_worst": _fmt(g_worst),
         "greedy_best": _fmt(g_best),
         "greedy_returns": _seq(r.greedy, ";"),
-        "compile_s": f"{r.compile_s:.1f}",
-        "run_s": f"{r.run_s:.1f}",
+        "compile_s": f"{r.compile_s:.3g}",
+        "run_s": f"{r.run_s:.3g}",
         "device": r.device,
         "reference": reference_text(r.name),
     }

@@ -330,8 +330,8 @@ MEMORY_THRESHOLD = 450.0
 
 @pytest.mark.slow
 def test_dqn_with_memory_mixed_batches_solves_cartpole():
-    from jaxlearn.sinks import final_returns
     from jaxlearn.runner import resolve_config
+    from jaxlearn.sinks import final_returns
 
     run_cfg, cfg = resolve_config(config_file="experiments/dqn_cartpole_memory.yaml")
     assert cfg.memory_batch_size == 32

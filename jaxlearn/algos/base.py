@@ -41,11 +41,6 @@ class Learner(NamedTuple):
     curriculum: Any = None
     greedy_episodes: Callable[[Any, jax.Array, int], dict[str, jax.Array]] | None = None
 
-    @property
-    def evaluate(self) -> Callable[[Any, jax.Array, int], dict[str, jax.Array]] | None:
-        """Old name of `greedy_episodes`, kept while `jaxlearn/sweep.py` still calls it."""
-        return self.greedy_episodes
-
 
 def scan_updates(learner: Learner, state: Any, hparams: Any, num: int, unroll: int = 1):
     """Run `num` updates with `lax.scan`; returns (state, metrics stacked on a leading [num])."""

@@ -179,11 +179,9 @@ class JaxlearnRunner:
 
 def final_returns(metrics: dict[str, Any], fraction: float) -> Any:
     """`[num_seeds]` mean training return over the last `fraction` of updates (the library's
-    own reducer, wherever this checkout keeps it: `jaxlearn.sinks`, formerly `.logging`)."""
-    try:
-        from jaxlearn.sinks import final_returns as reduce
-    except ImportError:
-        from jaxlearn.sinks import final_returns as reduce
+    own reducer, `jaxlearn.sinks.final_returns`)."""
+    from jaxlearn.sinks import final_returns as reduce
+
     return reduce(metrics, fraction)
 
 

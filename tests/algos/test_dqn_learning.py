@@ -9,11 +9,7 @@ import pytest
 from jaxlearn import results
 from jaxlearn.algos import dqn
 from jaxlearn.runner import resolve_config
-
-try:  # jaxlearn.logging is being renamed jaxlearn.sinks in the shared tree (one of them exists)
-    from jaxlearn.sinks import final_returns
-except ImportError:
-    from jaxlearn.logging import final_returns
+from jaxlearn.sinks import final_returns
 
 # Prioritized config, measured on its fixed seed: 495.4. In a 16-seed vmapped run the 12 seeds
 # inspected all reached >= 470 (11 of them >= 475). The margin absorbs float differences

@@ -9,11 +9,7 @@ import pytest
 from jaxlearn import results
 from jaxlearn.algos.ppo import make_train
 from jaxlearn.runner import resolve_config
-
-try:  # jaxlearn.logging is being renamed jaxlearn.sinks in the shared tree (one of them exists)
-    from jaxlearn.sinks import final_returns
-except ImportError:
-    from jaxlearn.logging import final_returns
+from jaxlearn.sinks import final_returns
 
 EXPERIMENTS = os.path.join(os.path.dirname(__file__), "..", "..", "experiments")
 
