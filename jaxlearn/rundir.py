@@ -28,7 +28,6 @@ that Orbax has finished writing.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import errno
 import fcntl
@@ -43,17 +42,18 @@ from typing import Any, NamedTuple
 import jax
 import yaml
 
-from jaxlearn import algos, resources
+from jaxlearn import algos
 from jaxlearn.checkpoint import Checkpointer, CheckpointError
-from jaxlearn.config import (
-    ConfigError,
-    check_choice,
-    check_nonnegative_int,
-    check_positive_int,
-    check_range,
-    from_dict,
-    load_yaml,
-    to_dict,
+from jaxlearn.config import ConfigError
+
+# The run's config lives in jaxlearn.runconfig; its names stay importable from here.
+from jaxlearn.runconfig import (  # noqa: F401
+    RUN_FIELDS,
+    RunConfig,
+    config_defaults,
+    parse_checkpoint,
+    resolve_config,
+    resolved,
 )
 
 CONFIG_FILE = "config.yaml"
@@ -80,116 +80,6 @@ class RunLockedError(RunFolderError):
     def __init__(self, message: str, pid: int | None):
         super().__init__(message)
         self.pid = pid
-
-
-# ---- the run's config ------------------------------------------------------------------------
-
-
-def parse_checkpoint(value: Any) -> str | int:
-    """`"best"`, `"latest"`, or a step (int >= 0, also as a string); ValueError otherwise."""
-    if isinstance(value, str) and value in ("best", "latest"):
-        return value
-    try:
-        step = int(value)
-    except (TypeError, ValueError):
-        step = None
-    if isinstance(value, bool) or step is None or step < 0 or str(value).strip() != str(step):
-        raise ValueError(f"checkpoint={value!r} is invalid: must be best, latest or a step >= 0")
-    return step
-
-
-@dataclasses.dataclass(frozen=True)
-class RunConfig:
-    """What a run does around the algorithm: which algo, how many seeds, how it reports."""
-
-    algo: str = "ppo"
-    seed: int = 0
-    num_seeds: int = 1
-    num_chunks: int = 20  # host reports between chunks; more chunks = finer progress
-    final_fraction: float = 0.05  # final_return_* average the last 5% of training
-    checkpoint_every: int = 0  # updates between checkpoints (0: at the end of every chunk)
-    keep_checkpoints: int = 3  # newest checkpoints kept (plus the best by eval return)
-    eval_episodes: int = 16  # greedy episodes per seed at each checkpoint (0: no evaluation)
-    devices: str | int = "auto"  # auto | all | N: local devices the seeds are sharded over
-    init_from: str | None = None  # a run folder whose network this run starts from
-    init_checkpoint: str = "best"  # which of its checkpoints: best | latest | an update step
-    max_memory: str | None = None  # refuse runs estimated above this (e.g. 8GiB); None: free
-
-    def __post_init__(self):
-        check_choice(self, "algo", sorted(algos.ALGOS))
-        check_positive_int(self, "num_seeds", "num_chunks", "keep_checkpoints")
-        check_nonnegative_int(self, "checkpoint_every", "eval_episodes")
-        d = str(self.devices)
-        if d not in ("auto", "all") and not (d.isdigit() and int(d) >= 1):
-            raise ValueError(
-                f"RunConfig.devices={self.devices!r} is invalid: use 'auto', 'all' or a "
-                "positive device count"
-            )
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"RunConfig.seed={self.seed!r} is invalid: must be an integer >= 0")
-        check_range(self, "final_fraction", 0.0, 1.0, low_open=True)
-        if self.max_memory is not None:
-            resources.parse_bytes(self.max_memory, "RunConfig.max_memory")
-        try:
-            parse_checkpoint(self.init_checkpoint)
-        except ValueError:
-            raise ValueError(
-                f"RunConfig.init_checkpoint={self.init_checkpoint!r} is invalid: must be best, "
-                "latest or an update step >= 0"
-            ) from None
-        if self.init_from is not None and not isinstance(self.init_from, str):
-            raise ValueError(
-                f"RunConfig.init_from={self.init_from!r} is invalid: must be a run folder path"
-            )
-
-
-RUN_FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig))
-
-
-def resolve_config(
-    *,
-    config_file: str | None = None,
-    overrides: dict[str, Any] | None = None,
-) -> tuple[RunConfig, Any]:
-    """Build (RunConfig, AlgoConfig) from an optional YAML file and overrides.
-
-    The YAML file is flat: run fields (`algo`, `seed`, `num_seeds`, ...) and algorithm fields
-    side by side. Later sources win: file, then `overrides`. Unknown fields are errors that
-    list the allowed ones.
-    """
-    values: dict[str, Any] = {}
-    if config_file is not None:
-        if not os.path.isfile(config_file):
-            raise ConfigError(f"--config {config_file!r}: no such file")
-        values.update(load_yaml(config_file, "--config"))
-    values.update(overrides or {})
-    run_values = {k: v for k, v in values.items() if k in RUN_FIELDS}
-    run_cfg = from_dict(RunConfig, run_values)
-    config_cls, _ = algos.ALGOS[run_cfg.algo]
-    algo_values = {k: v for k, v in values.items() if k not in RUN_FIELDS}
-    try:
-        algo_cfg = from_dict(config_cls, algo_values)
-    except ValueError as e:
-        if "unknown field" in str(e):
-            raise ValueError(f"{e}; run fields: {', '.join(RUN_FIELDS)}") from None
-        raise
-    return run_cfg, algo_cfg
-
-
-def resolved(run_cfg: RunConfig, algo_cfg: Any) -> dict[str, Any]:
-    """The flat config dict a run folder stores (config.yaml, checkpoint records)."""
-    return {**to_dict(run_cfg), **to_dict(algo_cfg)}
-
-
-def config_defaults() -> dict[str, list[Any]]:
-    """Default values of every run and algorithm config field, for checkpoints written
-    before a field existed (`Checkpointer.restore(defaults=...)`)."""
-    out: dict[str, list[Any]] = {}
-    for cls in (RunConfig, *(c for c, _ in algos.ALGOS.values())):
-        for f in dataclasses.fields(cls):
-            if f.default is not dataclasses.MISSING:
-                out.setdefault(f.name, []).append(f.default)
-    return out
 
 
 # ---- the lock --------------------------------------------------------------------------------

@@ -30,27 +30,27 @@ class PPOConfig(EnvConfig):
     """
 
     total_timesteps: int = 500_000  # env steps per seed (over all envs)
-    num_envs: int = 4
+    num_envs: int = 4  # parallel envs per seed
     num_steps: int = 128  # rollout length per env per update
-    num_epochs: int = 4
-    num_minibatches: int = 4
-    learning_rate: float = data(2.5e-4)
+    num_epochs: int = 4  # passes over each rollout per update
+    num_minibatches: int = 4  # minibatches per epoch (of num_envs*num_steps)
+    learning_rate: float = data(2.5e-4)  # Adam step size (start value if anneal_lr)
     anneal_lr: bool = True  # linear decay to 0 over the run
-    gamma: float = data(0.99, static_if="normalize_rewards")  # and the normaliser's discount
-    gae_lambda: float = data(0.95)
-    clip_eps: float = data(0.2)
+    gamma: float = data(0.99, static_if="normalize_rewards")  # discount (normaliser's too)
+    gae_lambda: float = data(0.95)  # GAE lambda: 0 one-step TD, 1 Monte Carlo
+    clip_eps: float = data(0.2)  # PPO ratio clip: 1 +- clip_eps
     clip_value: bool = True  # clip the value update to +-clip_eps around the old value
-    ent_coef: float = data(0.01)
-    vf_coef: float = data(0.5)
+    ent_coef: float = data(0.01)  # entropy bonus weight in the loss
+    vf_coef: float = data(0.5)  # value loss weight in the loss
     max_grad_norm: float = data(0.5)  # global-norm clip; .inf disables it
-    adam_eps: float = 1e-5
-    normalize_advantages: bool = True
-    hidden_sizes: tuple[int, ...] = (64, 64)
-    activation: str = "tanh"
+    adam_eps: float = 1e-5  # Adam epsilon
+    normalize_advantages: bool = True  # per minibatch: zero mean, unit std
+    hidden_sizes: tuple[int, ...] = (64, 64)  # MLP layer widths (actor and critic)
+    activation: str = "tanh"  # tanh | relu | gelu | silu | elu
     policy: str = "auto"  # auto | discrete | continuous | hybrid (auto: from the action space)
     action_squash: str = "clip"  # continuous only: clip a Gaussian sample, or tanh-squash it
-    log_std_init: float = 0.0
-    normalize_observations: bool = False
+    log_std_init: float = 0.0  # continuous: initial log std
+    normalize_observations: bool = False  # running mean/std of obs
     normalize_rewards: bool = False  # divide by the running std of the discounted return
     reward_clip: float | None = None  # clip (scaled) rewards to [-reward_clip, reward_clip]
     rollout_unroll: int = 1  # lax.scan unroll of the rollout loop (speed only)
