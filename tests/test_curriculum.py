@@ -159,17 +159,17 @@ def test_invalid_curricula_raise_naming_stage_and_field(spec, match):
 @pytest.mark.parametrize("spec,match", BAD)
 def test_invalid_curricula_are_rejected_by_the_ppo_config(spec, match):
     with pytest.raises(ValueError, match=match) as e:
-        PPOConfig(env=NAV, curriculum=spec)
+        PPOConfig(env=NAV, curriculum=spec).check_env()  # the env checks run at the edge
     assert str(e.value).startswith("PPOConfig.curriculum")
 
 
 def test_curriculum_limits_follow_env_kwargs():
     spec = two(b={"num_obstacles": 5})
-    PPOConfig(env=NAV, curriculum=spec)  # fine with the default max_obstacles=12
+    PPOConfig(env=NAV, curriculum=spec).check_env()  # fine with the default max_obstacles=12
     with pytest.raises(
         ValueError, match=r"stages\[1\] \(B\): num_obstacles=5 is invalid.*\[0, 4\]"
     ):
-        PPOConfig(env=NAV, env_kwargs={"max_obstacles": 4}, curriculum=spec)
+        PPOConfig(env=NAV, env_kwargs={"max_obstacles": 4}, curriculum=spec).check_env()
 
 
 def test_coverage_criterion_is_accepted_on_exploration():
