@@ -16,7 +16,7 @@ import jaxlearn
 from jaxlearn.cli import bench as cli_bench
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPTS = ("train", "sweep", "evaluate", "bench")
+SCRIPTS = ("train", "sweep", "evaluate", "bench", "results")
 
 
 def _all_modules():
