@@ -50,16 +50,6 @@ __all__ = [
 ]
 
 
-def _interruptible(folder: rundir.RunFolder, body: Callable[[], dict[str, Any]]):
-    """Run `body`; an interrupt becomes `RunInterrupted` naming the folder."""
-    try:
-        return body()
-    except RunInterrupted:
-        raise
-    except KeyboardInterrupt:
-        raise RunInterrupted(folder.path, _latest_checkpoint(folder)) from None
-
-
 def _latest_checkpoint(folder: rundir.RunFolder) -> int | None:
     try:
         return folder.latest_checkpoint()
@@ -102,20 +92,9 @@ def run(
     else:
         folder = rundir.create(out, run_cfg, algo_cfg)
     with folder:
-        return _interruptible(
-            folder,
-            lambda: _loop(
-                folder,
-                run_cfg,
-                algo_cfg,
-                learner,
-                devices,
-                None,
-                log,
-                stop_after_chunks,
-                source,
-                memory,
-            ),
+        return _train(
+            folder, run_cfg, algo_cfg, learner, devices, None, log, stop_after_chunks, source,
+            memory,
         )
 
 
@@ -167,20 +146,8 @@ def resume(
                     + (f" (earlier TensorBoard events moved to {moved})" if moved else "")
                 )
             mode = None
-        return _interruptible(
-            folder,
-            lambda: _loop(
-                folder,
-                run_cfg,
-                algo_cfg,
-                learner,
-                devices,
-                mode,
-                log,
-                stop_after_chunks,
-                None,
-                memory,
-            ),
+        return _train(
+            folder, run_cfg, algo_cfg, learner, devices, mode, log, stop_after_chunks, None, memory
         )
 
 
@@ -235,7 +202,7 @@ def _takes_data_shards(make_learner: Callable) -> bool:
     return "data_shards" in inspect.signature(make_learner).parameters
 
 
-def _loop(
+def _train(
     folder: rundir.RunFolder,
     run_cfg: RunConfig,
     algo_cfg: Any,
@@ -247,8 +214,14 @@ def _loop(
     source: Any = None,
     memory: resources.Estimate | None = None,
 ) -> dict[str, Any]:
-    """Lay the run out on `devices` and run the chunk loop in the locked `folder`."""
+    """Lay the run out on `devices` and run the chunk loop in the locked `folder`; an
+    interrupt becomes `RunInterrupted` naming the folder and its last checkpoint."""
     place = make_placement(learner, devices, run_cfg.num_seeds, run_cfg.seed)
-    return loop.train(
-        folder, run_cfg, algo_cfg, learner, place, mode, log, stop_after_chunks, source, memory
-    )
+    try:
+        return loop.train(
+            folder, run_cfg, algo_cfg, learner, place, mode, log, stop_after_chunks, source, memory
+        )
+    except RunInterrupted:
+        raise
+    except KeyboardInterrupt:
+        raise RunInterrupted(folder.path, _latest_checkpoint(folder)) from None

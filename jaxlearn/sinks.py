@@ -24,7 +24,7 @@ import struct
 import time
 import warnings
 from collections.abc import Iterable, Mapping
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -343,6 +343,14 @@ def plot_learning_curve(
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
+    _save_figure(fig, path)
+    return x, curve.mean[points]
+
+
+def _save_figure(fig: Any, path: str) -> None:
+    """Write a matplotlib figure to `path` and close it; a failed write is `RunWriteError`."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     try:
         fig.savefig(path)
@@ -350,7 +358,6 @@ def plot_learning_curve(
         raise _failed("the plot", path, e) from e
     finally:
         plt.close(fig)
-    return x, curve.mean[points]
 
 
 def plot_curriculum(
@@ -381,10 +388,4 @@ def plot_curriculum(
     ax2.set_ylim(-0.02, 1.02)
     ax2.set_xlabel("env steps (per seed)")
     ax2.grid(alpha=0.3)
-    fig.tight_layout()
-    try:
-        fig.savefig(path)
-    except OSError as e:
-        raise _failed("the plot", path, e) from e
-    finally:
-        plt.close(fig)
+    _save_figure(fig, path)

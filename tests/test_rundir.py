@@ -190,7 +190,7 @@ def _recording_loop(seen):
 
 def test_train_and_resume_hold_the_lock_for_the_whole_loop(tmp_path, monkeypatch):
     seen = []
-    monkeypatch.setattr(runner, "_loop", _recording_loop(seen))
+    monkeypatch.setattr(runner, "_train", _recording_loop(seen))
     out = str(tmp_path / "run")
     runner.run(RUN, TINY, out=out)
     assert seen[-1]["locked"] and _lock_is_free(out)
@@ -206,7 +206,7 @@ def test_train_and_resume_hold_the_lock_for_the_whole_loop(tmp_path, monkeypatch
 
 def test_resume_without_a_checkpoint_restarts_from_scratch_and_says_so(tmp_path, monkeypatch):
     seen = []
-    monkeypatch.setattr(runner, "_loop", _recording_loop(seen))
+    monkeypatch.setattr(runner, "_train", _recording_loop(seen))
     out = tmp_path / "run"
     rundir.create(str(out), RUN, TINY).release()  # as a run killed before its first checkpoint
     events = out / "events.out.tfevents.1.host"
