@@ -45,7 +45,10 @@ class DQNConfig(EnvConfig):
     num_envs: int = 1  # parallel envs per seed
     buffer_size: int = 10_000  # transitions kept (over all envs)
     batch_size: int = 128  # transitions per gradient step
-    learning_rate: float = data(2.5e-4)  # Adam step size
+    learning_rate: float = data(2.5e-4)  # Adam step size (at the first gradient step)
+    # learning rate at the last update as a fraction of learning_rate, reached linearly from
+    # the first gradient step (learning_starts); 1.0 keeps it constant, 0.0 decays it to 0
+    lr_end_fraction: float = data(1.0)
     gamma: float = data(0.99)  # discount
     target_update_period: int = data(500)  # env steps between target updates
     tau: float = data(1.0)  # Polyak factor of a target update; 1.0 copies the online network
@@ -137,6 +140,7 @@ class DQNConfig(EnvConfig):
                 f"must be <= total_timesteps={self.total_timesteps}, or nothing is learned",
             )
         check_range(self, "tau", 0.0, 1.0, low_open=True)
+        check_range(self, "lr_end_fraction", 0.0, 1.0)
         check_range(self, "epsilon_start", 0.0, 1.0)
         check_range(self, "epsilon_end", 0.0, 1.0)
         check_range(self, "exploration_fraction", 0.0, 1.0, low_open=True)

@@ -53,7 +53,15 @@ from jaxlearn.algos.dqn.nstep import NStepWindow, Step, Transition, window_init,
 from jaxlearn.algos.dqn.replay import make_memory, make_replay
 from jaxlearn.envs.setup import with_reward_weights
 
-__all__ = ["Agent", "DQNState", "gradient_step", "make_agent", "make_learner", "make_train"]
+__all__ = [
+    "Agent",
+    "DQNState",
+    "gradient_step",
+    "learning_rate_now",
+    "make_agent",
+    "make_learner",
+    "make_train",
+]
 
 
 @struct.dataclass
@@ -132,6 +140,19 @@ def gradient_step(
         "grad_norm": g_norm,
     }
     return params, opt_state, info.td_error, metrics
+
+
+def learning_rate_now(config: DQNConfig, hparams: DQNHParams, update_step: jax.Array):
+    """The step size of update `update_step` (counted from 0): `learning_rate` at the first
+    learning update, then linear to `lr_end_fraction * learning_rate` at the last one.
+
+    Returns:
+        [] float32 (or [B] under `vmap`).
+    """
+    first, last = config.first_learning_update, config.num_updates - 1
+    progress = (update_step - first).astype(jnp.float32) / max(1, last - first)
+    progress = jnp.clip(progress, 0.0, 1.0)
+    return hparams.learning_rate * (1.0 - progress * (1.0 - hparams.lr_end_fraction))
 
 
 def _where(pred: jax.Array, on_true: Any, on_false: Any) -> Any:
@@ -241,6 +262,8 @@ def make_learner(config: DQNConfig, data_shards: int = 1) -> Learner:
 
     def learn(state: DQNState, buffer_state: Any, hparams: DQNHParams, keys: jax.Array):
         do_learn = (state.update_step >= first_learning_update) & buffer.can_sample(buffer_state)
+        lr = learning_rate_now(config, hparams, state.update_step)
+        hparams = hparams.replace(learning_rate=lr)
 
         def replay_step(carry, k):
             params, opt_state, buf = carry
