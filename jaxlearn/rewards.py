@@ -19,6 +19,8 @@ The built-in components and the unit of each unweighted value:
 | `cooperation`  | 2.0              | change of the team cooperation score in [0, 1] this step  |
 |                |                  | (formation kept; potential-based, see envs/cooperative)    |
 | `efficiency`   | 0.01             | minus the mean squared action change, in [-1, 0]          |
+| `formation`    | 0.0              | team cooperation score minus 1, in [-1, 0], every step    |
+|                |                  | (a cost of being out of formation: lingering never pays)  |
 
 A user adds a component without editing the env: `with_components(env, {"name": (fn,
 weight)})` where `fn(state, action, next_state, params) -> []` is pure.
@@ -45,6 +47,7 @@ COMPONENTS = (
     "exploration",
     "cooperation",
     "efficiency",
+    "formation",
 )
 
 ComponentFn = Callable[[Any, Any, Any, Any], jax.Array]
@@ -64,6 +67,9 @@ class RewardConfig:
     # changes its action by ~0.25 per step), so at weight 1 it swamped progress and
     # completion (-100 or more per navigation episode); see docs/tasks.md
     efficiency_bonus: float = 0.01
+    # off by default; cooperative.yaml turns it on (the potential-based `cooperation` pays
+    # only the final minus the initial score, so the team travelled loosely: mean 0.52)
+    formation_penalty: float = 0.0
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
@@ -83,6 +89,7 @@ _FIELD_OF = {
     "exploration": "exploration_bonus",
     "cooperation": "cooperation_bonus",
     "efficiency": "efficiency_bonus",
+    "formation": "formation_penalty",
 }
 
 

@@ -18,6 +18,10 @@
   (potential-based shaping). A per-step bonus for the score itself would pay a team more
   for lingering in formation than for reaching the goal; measured with PPO it did exactly
   that (success 0.30 while the cooperation sum dominated the return).
+- The `formation` component is the team score minus 1 every step, a cost of travelling
+  out of formation (weight 0 by default; `experiments/cooperative.yaml` sets it). With
+  `cooperation` alone the team is paid the final minus the initial score only, so it
+  arrived in formation but travelled loosely (mean score 0.52).
 - Ends: terminated when the centroid is within `goal_radius` of the goal with a cooperation
   score >= 0.5 (`task["success"]`), truncated after `time_limit` seconds.
 
@@ -73,7 +77,15 @@ class CooperativeState(T.TaskState):
 class Cooperative(T.TaskEnv):
     """Multi-agent formation transport with communication (see the module docstring)."""
 
-    components = ("base", "time_penalty", "collision", "completion", "cooperation", "efficiency")
+    components = (
+        "base",
+        "time_penalty",
+        "collision",
+        "completion",
+        "cooperation",
+        "efficiency",
+        "formation",
+    )
     task_metrics = ("success", "collisions", "cooperation")
 
     def __init__(
@@ -284,6 +296,8 @@ class Cooperative(T.TaskEnv):
             # nothing by itself and the episode sum is final minus initial score
             "cooperation": team - jnp.mean(self.agent_scores(state.pos, params)),
             "efficiency": -jnp.mean((move - state.prev_move) ** 2) / 4.0,
+            # a per-step cost of the formation gap (never a bonus, so lingering never pays)
+            "formation": team - 1.0,
         }
         task = {
             "success": success,

@@ -7,7 +7,9 @@
   `max_velocity_near_obstacle` (the safety constraint).
 - Collision: a move that would enter an obstacle slides along its surface (the inward part
   of the motion is removed), or is cancelled if it would still collide; either way the step
-  counts one collision. Walls clip the position without a collision.
+  counts one collision. Walls clip the position without a collision. With
+  `collision_ends` the first collision instead terminates the episode as a failure (a
+  curriculum stage can switch it on: sliding along obstacles is then no longer a shortcut).
 - Tool use (when `params.tool_use`): the goal only counts after the agent has visited the
   tool's position; the observation shows where the tool is and whether it is held.
 - Vision (when `params.vision`): the observation includes the `num_sensed` nearest
@@ -50,6 +52,7 @@ class NavigationParams(T.TaskParams):
     goal_speed: jax.Array  # [] m/s: the agent must arrive at the goal no faster than this
     obstacle_radius_min: jax.Array  # [] metres
     obstacle_radius_max: jax.Array  # [] metres
+    collision_ends: jax.Array  # [] bool: a collision terminates the episode (a failure)
 
 
 @struct.dataclass
@@ -118,6 +121,7 @@ class Navigation(T.TaskEnv):
             goal_speed=jnp.float32(0.25),
             obstacle_radius_min=jnp.float32(0.3),
             obstacle_radius_max=jnp.float32(0.6),
+            collision_ends=jnp.bool_(False),
         )
         return self.with_fields(p, {**self._overrides, **fields}, owner=self.name)
 
@@ -235,7 +239,8 @@ class Navigation(T.TaskEnv):
         task = {"success": success, "collisions": collisions}
         # time advances in step_env; observe with the advanced clock
         obs = self.observe_state(next_state.replace(time=state.time + 1), params)
-        return next_state, obs, success, comps, task
+        terminated = success | (collided & params.collision_ends)
+        return next_state, obs, terminated, comps, task
 
     def _move(self, state: NavigationState, v: jax.Array, dt) -> tuple[jax.Array, jax.Array]:
         """New position `[D]` and whether the move hit an obstacle (slide, else stay)."""

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import jaxlearn
+from jaxlearn import rewards
 from jaxlearn.envs.cooperative import Cooperative
 
 NUM_ENVS, NUM_STEPS = 32, 200
@@ -336,3 +337,25 @@ def test_make_vec_reset_and_step():
         assert x.shape == (4,)
     assert info["task"]["agent_cooperation"].shape == (4, 4)
     assert env.num_actions == 4 * (2 + 2)
+
+
+def test_formation_component_costs_the_formation_gap_every_step():
+    env = ENV
+    params = rewards.override_weights(ENV.default_params, {"formation": 0.7})
+    radius = float(params.formation_radius)
+    angle = 2 * np.pi * np.arange(3) / 3
+    offsets = radius * np.stack([np.cos(angle), np.sin(angle)], -1)
+    pos = np.array([2.5, 2.5]) + offsets
+    pos[0] += [0.6, 0.0]  # agent 0 off its slot; nobody moves
+    state = _state(env, params, pos, goal=[4.5, 4.5])
+    _, _, _, _, info = STEP_ENV(jax.random.key(1), state, _action(env, np.zeros((3, 2))), params)
+    slots = pos.mean(0) + offsets  # the slots follow the centroid
+    score = np.exp(-((np.linalg.norm(pos - slots, axis=-1) / radius) ** 2)).mean()
+    assert score < 0.95
+    got = info["reward_components"]["formation"]
+    np.testing.assert_allclose(got, 0.7 * (score - 1.0), rtol=1e-4)
+    # in perfect formation it costs nothing; the default weight is 0 (off)
+    state = _state(env, params, np.array([2.5, 2.5]) + offsets, goal=[4.5, 4.5])
+    _, _, _, _, info = STEP_ENV(jax.random.key(1), state, _action(env, np.zeros((3, 2))), params)
+    np.testing.assert_allclose(info["reward_components"]["formation"], 0.0, atol=1e-5)
+    assert float(ENV.default_params.reward_weights["formation"]) == 0.0

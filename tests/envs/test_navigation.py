@@ -255,6 +255,39 @@ def test_driving_into_an_obstacle_counts_a_collision_and_stays_outside(dim):
     assert int(s3.collisions) == 2 and int(info["task"]["collisions"]) == 2
 
 
+def test_collision_ends_terminates_on_the_first_collision_as_a_failure():
+    env = ENVS[2]
+    params = env.default_params.replace(collision_ends=jnp.bool_(True))
+    pos = np.full(2, 1.0, np.float32)
+    centre = pos + unit(2) * 0.6  # surface 0.1 m ahead: a full-speed move ends inside
+    s = place(env, params, pos, np.full(2, 2.5, np.float32), obstacles=[(centre, 0.5)])
+    _, s1, _, term, info = step(env, params, s, unit(2))
+    assert bool(term) and not bool(info["task"]["success"])
+    assert int(info["task"]["collisions"]) == 1
+    # a clear move does not end it, and without the flag the same collision does not either
+    _, _, _, term, _ = step(env, params, s, -unit(2))
+    assert not bool(term)
+    _, _, _, term, _ = step(env, env.default_params, s, unit(2))
+    assert not bool(term)
+
+
+def test_a_curriculum_stage_switches_collision_ends_on():
+    from jaxlearn.curriculum import Curriculum, CurriculumConfig
+
+    env = ENVS[2]
+    fields = [n for n in env.default_params.__dataclass_fields__ if n != "reward_weights"]
+    spec = {
+        "stages": [
+            {"name": "A", "num_obstacles": 3, "success_rate": 0.5},
+            {"name": "B", "num_obstacles": 5, "collision_ends": True},
+        ]
+    }
+    cur = Curriculum(CurriculumConfig.from_dict(spec, env_fields=fields), env, env.default_params)
+    state = cur.init()
+    assert not bool(cur.env_params(state).collision_ends)
+    assert bool(cur.env_params(state.replace(stage=jnp.int32(1))).collision_ends)
+
+
 def test_clear_move_has_no_collision_and_walls_clip_without_one():
     env = ENVS[2]
     params = env.default_params
