@@ -63,6 +63,7 @@ def run_episodes(
     key: jax.Array,
     num_episodes: int,
     max_steps: int | None = None,
+    carry: Any = None,
 ) -> dict[str, jax.Array]:
     """Run `num_episodes` episodes of the deterministic policy `act` in parallel.
 
@@ -82,6 +83,9 @@ def run_episodes(
         max_steps: step limit per episode; default from `env_params`
             (`max_steps_in_episode`, or `ceil(time_limit / dt)` for task envs), which may
             be traced: the loop bound is dynamic, so traced `env_params` need no int here.
+        carry: a recurrent policy's initial state (e.g. `[E, H]`, one row per episode);
+            `act` is then `(params, carry, obs) -> (carry, action)` and the state is carried
+            from step to step (each episode runs once from it, so it is never reset).
 
     Returns:
         `returns` [E] float32 undiscounted, `lengths` [E] int32 steps, `done` [E] bool
@@ -105,19 +109,22 @@ def run_episodes(
     obs, state = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(key_reset, n), env_params)
     vstep = jax.vmap(env.step, in_axes=(0, 0, 0, None))
 
-    def step(t, obs, state):
+    def step(t, obs, state, memory):
         keys = jax.random.split(jax.random.fold_in(key_step, t), n)
-        obs, state, reward, terminated, truncated, info = vstep(
-            keys, state, act(params, obs), env_params
-        )
+        if memory is None:
+            action = act(params, obs)
+        else:
+            memory, action = act(params, memory, obs)
+        obs, state, reward, terminated, truncated, info = vstep(keys, state, action, env_params)
         done = jnp.logical_or(terminated, truncated).reshape(n)
         extras = T.episode_extras({**info, "episode_done": done})
-        return obs, state, jnp.asarray(reward, jnp.float32).reshape(n), done, extras
+        return obs, state, jnp.asarray(reward, jnp.float32).reshape(n), done, extras, memory
 
     # the extras' structure, without running a step
-    extras_shape = jax.eval_shape(lambda: step(0, obs, state)[4])
-    carry = dict(
+    extras_shape = jax.eval_shape(lambda: step(0, obs, state, carry)[4])
+    loop = dict(
         t=jnp.int32(0),
+        memory=carry,
         obs=obs,
         state=state,
         returns=jnp.zeros(n, jnp.float32),
@@ -130,10 +137,11 @@ def run_episodes(
         return (c["t"] < limit) & ~jnp.all(c["done"])
 
     def body(c):
-        obs, state, reward, done, extras = step(c["t"], c["obs"], c["state"])
+        obs, state, reward, done, extras, memory = step(c["t"], c["obs"], c["state"], c["memory"])
         active = ~c["done"]
         return dict(
             t=c["t"] + 1,
+            memory=memory,
             obs=obs,
             state=state,
             returns=c["returns"] + jnp.where(active, reward, 0.0),
@@ -142,7 +150,7 @@ def run_episodes(
             extras=jax.tree.map(lambda new, old: jnp.where(active, new, old), extras, c["extras"]),
         )
 
-    c = jax.lax.while_loop(cond, body, carry)
+    c = jax.lax.while_loop(cond, body, loop)
     return {"returns": c["returns"], "lengths": c["lengths"], "done": c["done"], **c["extras"]}
 
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from jaxlearn.config import fail
 
 
 def _gram_schmidt_q(z: jax.Array) -> jax.Array:
@@ -131,3 +134,75 @@ class MLP(nn.Module):
             )
             x = act(layer(x))
         return x
+
+
+TORSOS = ("mlp", "cnn")
+
+
+class CNN(nn.Module):
+    """Convolutions over grid observations `[..., H, W, C]` -> flat features `[..., F]`.
+
+    Each layer: a VALID convolution (`channels[i]` filters, `kernels[i]` square kernel,
+    `strides[i]` stride; orthogonal init, gain sqrt(2)), optional LayerNorm, activation.
+    """
+
+    channels: Sequence[int]
+    kernels: Sequence[int]
+    strides: Sequence[int]
+    activation: str = "relu"
+    layer_norm: bool = False
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        act = ACTIVATIONS[self.activation]
+        lead = x.shape[:-3]
+        x = x.astype(jnp.float32).reshape(-1, *x.shape[-3:])
+        for i, (c, k, s) in enumerate(zip(self.channels, self.kernels, self.strides, strict=True)):
+            x = nn.Conv(
+                c,
+                (k, k),
+                (s, s),
+                padding="VALID",
+                kernel_init=orthogonal(math.sqrt(2.0)),
+                name=f"Conv_{i}",
+            )(x)
+            if self.layer_norm:
+                x = nn.LayerNorm(name=f"LayerNorm_{i}")(x)
+            x = act(x)
+        return x.reshape(*lead, -1)
+
+
+def conv_output_size(size: int, kernels: Sequence[int], strides: Sequence[int]) -> int:
+    """The side of a square grid of side `size` after VALID convolutions (<= 0: too small)."""
+    for k, s in zip(kernels, strides, strict=True):
+        size = (size - k) // s + 1 if size >= k else 0
+    return size
+
+
+def check_torso(cfg: Any, obs_shape: tuple[int, ...]) -> None:
+    """The torso fields of a network config (`torso`, `cnn_channels`, `cnn_kernels`,
+    `cnn_strides`) against the observation shape; raises `ConfigError` naming the field."""
+    name = type(cfg).__name__
+    if cfg.torso not in TORSOS:
+        fail(name, "torso", cfg.torso, f"must be one of {list(TORSOS)}")
+    if cfg.torso != "cnn":
+        return
+    if len(obs_shape) != 3:
+        fail(name, "torso", cfg.torso, f"cnn needs a [H, W, C] grid observation; got {obs_shape}")
+    fields = ("cnn_channels", "cnn_kernels", "cnn_strides")
+    for f in fields:
+        v = getattr(cfg, f)
+        if not v or any(isinstance(i, bool) or not isinstance(i, int) or i <= 0 for i in v):
+            fail(name, f, v, "must be a non-empty list of ints > 0")
+    if len({len(getattr(cfg, f)) for f in fields}) != 1:
+        lengths = {f: len(getattr(cfg, f)) for f in fields}
+        fail(name, "cnn_kernels", cfg.cnn_kernels, f"one per layer: lengths differ {lengths}")
+    side = min(obs_shape[:2])
+    if conv_output_size(side, cfg.cnn_kernels, cfg.cnn_strides) < 1:
+        fail(
+            name,
+            "cnn_kernels",
+            cfg.cnn_kernels,
+            f"with strides {list(cfg.cnn_strides)} the kernels do not fit the {obs_shape[0]}x"
+            f"{obs_shape[1]} grid (VALID convolutions)",
+        )

@@ -85,7 +85,7 @@ MUTATIONS = [
     ),
     Mutation(
         "ppo_advantages_never_normalized",
-        "jaxlearn/algos/ppo/train.py",
+        "jaxlearn/algos/ppo/learn.py",
         "normalize_advantages=config.normalize_advantages,",
         "normalize_advantages=False,",
         PPO,
@@ -101,7 +101,7 @@ MUTATIONS = [
     ),
     Mutation(
         "ppo_no_shuffle",
-        "jaxlearn/algos/ppo/train.py",
+        "jaxlearn/algos/ppo/learn.py",
         "perm = jax.random.permutation(k, n)",
         "perm = jnp.arange(n)",
         PPO,
@@ -109,7 +109,7 @@ MUTATIONS = [
     ),
     Mutation(
         "ppo_value_clip_ignored",
-        "jaxlearn/algos/ppo/train.py",
+        "jaxlearn/algos/ppo/learn.py",
         "clip_value=config.clip_value,",
         "clip_value=False,",
         PPO,

@@ -271,6 +271,7 @@ def make_vec(
     normalize_rewards: bool = False,
     gamma: float = 0.99,
     reward_clip: float | None = None,
+    obs_mask: tuple[int, ...] | None = None,
     **kwargs: Any,
 ) -> tuple[Any, Any]:
     """The standard training stack: `EpisodeStats` -> `VecEnv` -> optional normalisation.
@@ -281,6 +282,10 @@ def make_vec(
     from jaxlearn.envs import wrappers as w
 
     env, params = make(name, **kwargs)
+    if obs_mask is not None:  # components kept (jaxlearn.envs.masking), innermost
+        from jaxlearn.envs.masking import MaskObservation
+
+        env = MaskObservation(env, obs_mask)
     env = w.VecEnv(w.EpisodeStats(env), num_envs)
     if normalize_observations:
         env = w.NormalizeObservation(env)

@@ -19,6 +19,7 @@ from typing import Any
 
 from jaxlearn import rewards
 from jaxlearn.config import ConfigError, fail
+from jaxlearn.envs.masking import mask_env
 from jaxlearn.envs.registry import EnvError, make, make_vec
 from jaxlearn.envs.task import TaskEnv
 
@@ -53,7 +54,7 @@ def base_env(cfg: Any) -> tuple[Any, Any]:
         params = env.with_fields(params, overrides, owner=f"{name}.env_params")
     if weights:
         params = rewards.override_weights(params, weights, owner=f"{name}.reward_weights")
-    return env, params
+    return mask_env(name, getattr(cfg, "obs_mask", None), env, params), params
 
 
 def make_curriculum(cfg: Any, env: Any, params: Any):
@@ -106,6 +107,7 @@ def build_env(cfg: Any, num_envs: int, **wrappers: Any) -> tuple[Any, Any, Any]:
     `wrappers` go to `make_vec` (normalisation options).
     """
     _, params = base_env(cfg)
-    env, _ = make_vec(cfg.env, num_envs, **wrappers, **_mapping(cfg, "env_kwargs"))
+    mask = getattr(cfg, "obs_mask", None)
+    env, _ = make_vec(cfg.env, num_envs, obs_mask=mask, **wrappers, **_mapping(cfg, "env_kwargs"))
     curriculum = make_curriculum(cfg, env, params)
     return env, params, curriculum

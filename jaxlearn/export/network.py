@@ -33,6 +33,11 @@ def config_class(algo: str) -> type:
 def greedy_network(algo: str, cfg: Any) -> tuple[Any, Callable, Any, Any]:
     """`(network, act(params, obs), env, env_params)` for `cfg`, on its unwrapped env."""
     env, env_params = base_env(cfg)
+    if getattr(cfg, "core", "none") != "none":
+        raise ValueError(
+            f"core={cfg.core!r}: exporting a recurrent policy is not supported yet (its act "
+            "would need to carry the core state); evaluate it with scripts/evaluate.py"
+        )
     if algo == "ppo":
         policy = make_policy(cfg, env, env_params)
         return policy.network, policy.act_greedy, env, env_params

@@ -18,6 +18,8 @@ from jaxlearn.config import (
     hparams_from,
 )
 from jaxlearn.envs.setup import base_env, env_hparams
+from jaxlearn.networks import TORSOS, check_torso
+from jaxlearn.recurrent import CORES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +59,19 @@ class PPOConfig(EnvConfig):
     # low-rank adapters on every Dense layer (0: off); with them only the adapters train
     lora_rank: int = 0
     lora_alpha: float = 1.0  # adapter output scale is lora_alpha / lora_rank
+    # none | gru: a recurrent core between the MLP torso and the heads (memory); the update
+    # then replays whole env sequences (minibatches over envs, not time steps)
+    core: str = "none"
+    # mlp | cnn: convolutions over [H, W, C] grid observations (MinAtar) before the MLP
+    torso: str = "mlp"
+    cnn_channels: tuple[int, ...] = (16,)  # filters per conv layer (torso: cnn)
+    cnn_kernels: tuple[int, ...] = (3,)  # square kernel side per conv layer (VALID padding)
+    cnn_strides: tuple[int, ...] = (1,)  # stride per conv layer
+    layer_norm: bool = False  # LayerNorm after each conv layer (torso: cnn)
+    core_size: int = 128  # the GRU's state size (core: gru)
+    # keep only these components of a 1-D observation (e.g. [0, 2]: CartPole without the
+    # velocities); none keeps all (jaxlearn.envs.masking)
+    obs_mask: tuple[int, ...] | None = None
 
     def __post_init__(self):
         name = type(self).__name__
@@ -87,14 +102,41 @@ class PPOConfig(EnvConfig):
             check_range(self, "reward_clip", 0.0, None, low_open=True)
         check_choice(self, "policy", ("auto", "discrete", "continuous", "hybrid"))
         check_choice(self, "action_squash", ("clip", "tanh"))
+        check_choice(self, "torso", TORSOS)
+        self._check_core(name)
+
+    def _check_core(self, name: str) -> None:
+        check_choice(self, "core", CORES)
+        check_positive_int(self, "core_size")
+        if self.core == "none":
+            return
+        if self.num_envs % self.num_minibatches:
+            fail(
+                name,
+                "num_minibatches",
+                self.num_minibatches,
+                f"with core={self.core!r} minibatches are made of whole env sequences, so it "
+                f"must divide num_envs = {self.num_envs}",
+            )
+        if self.lora_rank:
+            fail(name, "lora_rank", self.lora_rank, f"must be 0 with core={self.core!r}")
 
     def check_env_space(self, env, params) -> None:
         """The env's action space must suit the policy (`policy_kind`)."""
         # raises for an action space the policy cannot handle
         kind = self.policy_kind(spaces.from_gymnax(env.action_space(params)))
+        name = type(self).__name__
+        check_torso(self, tuple(env.observation_space(params).shape))
         if self.policy != "auto" and self.policy != kind:
-            name = type(self).__name__
             fail(name, "policy", self.policy, f"env {self.env!r} needs a {kind} policy")
+        if self.core != "none" and (kind == "hybrid" or getattr(env, "num_agents", 1) > 1):
+            fail(
+                name,
+                "core",
+                self.core,
+                "recurrent PPO supports one agent with a Discrete or Box action space; "
+                "use core: none for hybrid actions or several agents",
+            )
 
     def action_space(self) -> spaces.Space:
         env, params = base_env(self)
@@ -118,6 +160,11 @@ class PPOConfig(EnvConfig):
             f"its action space {space!r} is not supported by PPO (Discrete, Box, or a Hybrid "
             "of those)",
         )
+
+    def network_kwargs(self) -> dict:
+        """The torso fields as the networks take them."""
+        cnn = (self.cnn_channels, self.cnn_kernels, self.cnn_strides, self.layer_norm)
+        return {"torso": self.torso, "cnn": cnn if self.torso == "cnn" else ()}
 
     @property
     def batch_size(self) -> int:

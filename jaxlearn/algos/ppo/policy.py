@@ -48,6 +48,7 @@ def make_policy(config: PPOConfig, env: Any, env_params: Any) -> Policy:
         log_std_init=config.log_std_init,
         lora_rank=config.lora_rank,
         lora_alpha=config.lora_alpha,
+        **config.network_kwargs(),
     )
 
     def value_fn(params, obs):
@@ -162,6 +163,7 @@ def make_factored_policy(
         lora_rank=config.lora_rank,
         lora_alpha=config.lora_alpha,
         num_logits=num_logits,
+        **config.network_kwargs(),
     )
 
     def heads(params, obs):

@@ -20,7 +20,6 @@ from flax import struct
 from jaxlearn.algos.base import Learner, make_train_fn
 from jaxlearn.algos.common import (
     Episodes,
-    apply_gradients,
     check_data_parallel,
     episodes_of,
     finish_update,
@@ -31,8 +30,10 @@ from jaxlearn.algos.common import (
     reset_envs,
 )
 from jaxlearn.algos.ppo.config import PPOConfig, PPOHParams
-from jaxlearn.algos.ppo.losses import LossInfo, PPOBatch, gae, ppo_loss
+from jaxlearn.algos.ppo.learn import learn
+from jaxlearn.algos.ppo.losses import PPOBatch, gae
 from jaxlearn.algos.ppo.policy import Policy, make_factored_policy, make_policy
+from jaxlearn.algos.ppo.recurrent import make_recurrent_learner
 from jaxlearn.config import fail
 from jaxlearn.envs.setup import with_reward_weights
 from jaxlearn.envs.wrappers import observation_normalizer
@@ -76,80 +77,6 @@ class Transition(NamedTuple):
     episodes: Episodes  # episodes that ended at this step, with their totals
 
 
-def learn(
-    params: Any,
-    opt_state: Any,
-    batch: PPOBatch,
-    key: jax.Array,
-    hparams: PPOHParams,
-    learning_rate: jax.Array,
-    policy: Policy,
-    config: PPOConfig,
-    axis_name: str | None = None,
-) -> tuple[Any, Any, dict[str, jax.Array]]:
-    """One PPO update: `num_epochs` passes over `batch` in `num_minibatches` shuffled minibatches.
-
-    Args:
-        params, opt_state: network parameters and optimizer state (`make_optimizer`).
-        batch: `PPOBatch` of N = num_envs * num_steps transitions (leading axis [N]).
-        key: PRNG key for the shuffles.
-        hparams: `PPOHParams`; `learning_rate` is the (annealed) step size to use now.
-        axis_name: data parallelism: each device holds a shard of `batch`; gradients,
-            advantage statistics and metrics are averaged over `axis_name` (`lax.pmean`),
-            so every device applies the same update (see `jaxlearn.parallel`).
-
-    Returns:
-        (params, opt_state, metrics averaged over all minibatch steps).
-    """
-    tx = make_optimizer(config, hparams.max_grad_norm, learning_rate)
-    n = batch.obs.shape[0]
-    mb = n // config.num_minibatches
-
-    coefs = {k: getattr(hparams, k) for k in ("clip_eps", "vf_coef", "ent_coef")}  # data
-
-    def loss_fn(p, b):
-        return ppo_loss(
-            p,
-            b,
-            policy.log_prob_entropy_value,
-            **coefs,
-            clip_value=config.clip_value,
-            normalize_advantages=config.normalize_advantages,
-            axis_name=axis_name,
-        )
-
-    grad_fn = jax.grad(loss_fn, has_aux=True)
-
-    def minibatch_step(carry, b):
-        p, o = carry
-        grads, info = grad_fn(p, b)
-        p, o, g_norm, info = apply_gradients(tx, grads, o, p, info, axis_name)
-        return (p, o), (info, g_norm)
-
-    def epoch(carry, k):
-        perm = jax.random.permutation(k, n)
-        shuffled = jax.tree.map(
-            lambda x: jnp.take(x, perm, axis=0).reshape(config.num_minibatches, mb, *x.shape[1:]),
-            batch,
-        )
-        return jax.lax.scan(minibatch_step, carry, shuffled)
-
-    (params, opt_state), (infos, g_norms) = jax.lax.scan(
-        epoch, (params, opt_state), jax.random.split(key, config.num_epochs)
-    )
-    infos: LossInfo = jax.tree.map(jnp.mean, infos)
-    metrics = {
-        "loss": infos.total,
-        "policy_loss": infos.policy,
-        "value_loss": infos.value,
-        "entropy": infos.entropy,
-        "approx_kl": infos.approx_kl,
-        "clip_fraction": infos.clip_fraction,
-        "grad_norm": jnp.mean(g_norms),
-    }
-    return params, opt_state, metrics
-
-
 def make_learner(config: PPOConfig, data_shards: int = 1) -> Learner:
     """PPO as `init(key, hparams)` / `update(state, hparams)` over a `PPOState`.
 
@@ -158,6 +85,8 @@ def make_learner(config: PPOConfig, data_shards: int = 1) -> Learner:
     `jaxlearn.parallel.DATA_AXIS`; gradients are averaged over it and episode metrics
     summed, so every device holds the same parameters (see `jaxlearn.parallel`).
     """
+    if config.core != "none":  # a recurrent core: its own learner (the MLP path is as before)
+        return make_recurrent_learner(config, data_shards)
     axis = None
     if data_shards > 1:
         axis = _check_data_parallel(config, data_shards)
