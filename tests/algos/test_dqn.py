@@ -370,6 +370,7 @@ def other_hparams():
     """Hyperparameters of the second `hparams_runs` run: Polyak targets every 10 updates."""
     return dqn.DQNHParams(
         learning_rate=jnp.float32(1e-3),
+        lr_end_fraction=jnp.float32(1.0),
         gamma=jnp.float32(0.9),
         tau=jnp.float32(0.5),
         max_grad_norm=jnp.float32(1.0),
