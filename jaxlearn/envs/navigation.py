@@ -23,10 +23,10 @@
 Observation `[obs_dim]` float32 (D = dim, K = num_sensed): position scaled to [-1, 1] (D),
 goal minus position / OBS_SCALE (D), goal distance / OBS_SCALE (1), tool minus
 position / OBS_SCALE (D), tool needed and tool held flags (2), last velocity /
-max_velocity (D), fraction of the time limit left (1), obstacle sensor (K x (D + 2), lengths
-/ OBS_SCALE). Lengths are divided by a fixed `OBS_SCALE` metres, not by the workspace: a
-curriculum grows the workspace, and a policy that learned to brake 0.5 m before the goal
-in a 5 m room must read the same 0.5 m in a 15 m room.
+max_velocity (D), fraction of the time limit left (1), obstacle sensor (K x (D + 2):
+direction x proximity, proximity, present; see `proximity_sensor`). Lengths are divided
+by a fixed scale, not by the workspace: a curriculum grows the workspace, and a policy
+that learned to brake 0.5 m before the goal in a 5 m room must read the same 0.5 m in a 15 m room.
 """
 
 from __future__ import annotations
@@ -41,6 +41,11 @@ from jaxlearn import spaces
 from jaxlearn.envs import task as T
 
 OBS_SCALE = 5.0  # metres: relative positions and distances in the observation are / this
+# metres: the obstacle sensor reads proximity 1 - surface distance / SENSOR_RANGE (0 beyond
+# it). Lengths / 5 m read only 0.0-0.2 in the last metre, where avoidance is decided (a
+# full-speed step is 0.5 m); lengths / 1 m were unbounded (up to ~10 for far obstacles)
+# and slowed the tool stage. See docs/tasks.md for what each variant measured.
+SENSOR_RANGE = 2.0
 
 
 @struct.dataclass
@@ -265,15 +270,7 @@ class Navigation(T.TaskEnv):
         scale = jnp.float32(OBS_SCALE)
         rel_goal = state.goal - state.pos
         sensor = (
-            T.obstacle_sensor(
-                state.pos,
-                state.obstacles,
-                state.radii,
-                state.obstacle_mask,
-                self.num_sensed,
-                scale,
-                state.vision,
-            )
+            proximity_sensor(state, self.num_sensed)
             if self.max_obstacles
             else jnp.zeros((self.num_sensed, self.dim + 2))
         )
@@ -290,6 +287,26 @@ class Navigation(T.TaskEnv):
                 sensor.reshape(-1),
             ]
         ).astype(jnp.float32)
+
+
+def proximity_sensor(state: NavigationState, k: int) -> jax.Array:
+    """The `k` nearest obstacles as `[k, D + 2]`: unit direction x proximity (D), proximity
+    `clip(1 - surface distance / SENSOR_RANGE, 0, 1)` (1), present flag (1); zeros for
+    missing obstacles or without vision. Every entry is in [-1, 1]."""
+    raw = T.obstacle_sensor(
+        state.pos,
+        state.obstacles,
+        state.radii,
+        state.obstacle_mask,
+        k,
+        jnp.float32(1.0),
+        state.vision,
+    )
+    d = state.pos.shape[0]
+    rel, sd, present = raw[:, :d], raw[:, d], raw[:, d + 1]
+    direction = rel / jnp.maximum(jnp.linalg.norm(rel, axis=-1, keepdims=True), 1e-6)
+    prox = jnp.clip(1.0 - sd / SENSOR_RANGE, 0.0, 1.0) * present
+    return jnp.concatenate([direction * prox[:, None], prox[:, None], present[:, None]], -1)
 
 
 def _surface(pos: jax.Array, state: NavigationState) -> jax.Array:

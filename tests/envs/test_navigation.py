@@ -409,18 +409,19 @@ def test_vision_flag_controls_the_obstacle_sensor(dim):
         np.testing.assert_array_equal(sensor[:, -1], np.arange(k) < present)
         dist = surface(pos, centres, radii, mask)
         order = np.argsort(dist)[:present]
-        scale = 5.0  # metres: the fixed OBS_SCALE
-        np.testing.assert_allclose(
-            sensor[:present, :dim], (centres[order] - pos) / scale, atol=1e-5
-        )
-        np.testing.assert_allclose(sensor[:present, dim], dist[order] / scale, atol=1e-5)
+        rel = centres[order] - pos
+        prox = np.clip(1.0 - dist[order] / 2.0, 0.0, 1.0)  # 2 m: the fixed SENSOR_RANGE
+        direction = rel / np.linalg.norm(rel, axis=-1, keepdims=True)
+        np.testing.assert_allclose(sensor[:present, :dim], direction * prox[:, None], atol=1e-5)
+        np.testing.assert_allclose(sensor[:present, dim], prox, atol=1e-5)
+        assert np.all(np.abs(sensor) <= 1.0)
         assert np.all(sensor[present:] == 0.0)
 
 
 def test_observed_lengths_read_the_same_in_every_workspace():
     # a curriculum grows the room: 1.5 m to the goal and an obstacle 0.9 m away must read
-    # the same in a 5 m and a 15 m room (lengths / a fixed 5 m), only the wall-relative
-    # position block differs
+    # the same in a 5 m and a 15 m room (lengths / a fixed 5 m, the sensor's proximity
+    # over a fixed 2 m range), only the wall-relative position block differs
     env = ENVS[2]
     rows = []
     for ws in ([5.0, 5.0], [15.0, 15.0]):
@@ -430,7 +431,8 @@ def test_observed_lengths_read_the_same_in_every_workspace():
         rows.append(np.asarray(env.observe_state(s, params)))
     a, b = rows
     np.testing.assert_allclose(a[2:5], [1.5 / 5.0, 0.0, 1.5 / 5.0], atol=1e-6)
-    np.testing.assert_allclose(sensor_block(env, a)[0], [0.0, 1.2 / 5.0, 0.9 / 5.0, 1.0], atol=1e-6)
+    # obstacle surface 0.9 m away straight up: proximity 1 - 0.9 / 2 m
+    np.testing.assert_allclose(sensor_block(env, a)[0], [0.0, 0.55, 0.55, 1.0], atol=1e-6)
     np.testing.assert_allclose(a[2:], b[2:], atol=1e-6)
     assert not np.allclose(a[:2], b[:2])
 
@@ -449,8 +451,8 @@ def test_fewer_obstacle_slots_than_sensor_rows(dim):
     assert present >= 1
     np.testing.assert_array_equal(sensor[:, -1], np.arange(4) < present)
     dist = surface(np.asarray(s.pos), np.asarray(s.obstacles), np.asarray(s.radii), mask)
-    scale = 5.0  # metres: the fixed OBS_SCALE
-    np.testing.assert_allclose(sensor[:present, dim], np.sort(dist)[:present] / scale, atol=1e-5)
+    prox = np.clip(1.0 - np.sort(dist)[:present] / 2.0, 0.0, 1.0)  # 2 m: SENSOR_RANGE
+    np.testing.assert_allclose(sensor[:present, dim], prox, atol=1e-5)
     assert np.all(sensor[present:] == 0.0)
     obs2, *_ = env.step(jax.random.key(6), s, jnp.ones(dim), params)
     assert np.all(np.isfinite(np.asarray(obs2)))
