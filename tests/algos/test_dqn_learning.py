@@ -31,11 +31,12 @@ def train_from_config(path: str) -> float:
 @pytest.mark.slow
 def test_dqn_cartpole_worst_of_4_seeds_solves_it():
     # The first 4 seeds of `scripts/results.py` (seed keys as the runner's), vmapped in one
-    # program: the worst seed's training return (epsilon 0.05) and greedy return must both
-    # reach 475, the bar the references meet on every seed (CleanRL 498 +- 2, PureJaxRL 499).
+    # program: the bar of issue #24, which the references meet (CleanRL 498 +- 2, PureJaxRL
+    # 499): training return (epsilon 0.05) mean >= 495 and worst >= 475, greedy worst >= 475.
     run_cfg, cfg = resolve_config(config_file=os.path.join(EXPERIMENTS, "dqn_cartpole.yaml"))
     r = results.train_config("dqn_cartpole", run_cfg, cfg, num_seeds=4, eval_episodes=8)
     assert r.train.shape == (4,) and r.greedy.shape == (4,)
+    assert r.train.mean() >= 495.0, (r.train, r.greedy)
     assert r.train.min() >= 475.0, (r.train, r.greedy)
     assert r.greedy.min() >= 475.0, (r.train, r.greedy)
 
