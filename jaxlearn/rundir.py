@@ -67,6 +67,7 @@ CURVE_FILE = "curve.csv"  # the return per update (jaxlearn.sinks.write_curve)
 LEARNING_CURVE_FILE = "learning_curve.png"
 CURRICULUM_FILE = "curriculum.png"
 ADAPTERS_DIR = "adapters"
+ORBAX_LOG = "orbax.log"  # Orbax's own messages during training (jaxlearn.checkpoint.messages)
 
 
 class RunFolderError(ConfigError):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import math
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -20,6 +21,7 @@ import jax
 
 from jaxlearn import algos, loop, resources, rundir, transfer
 from jaxlearn.algos.base import Learner
+from jaxlearn.checkpoint import messages
 from jaxlearn.loop import (  # re-exported: the runner's public names
     DivergenceError,
     RunInterrupted,
@@ -217,11 +219,19 @@ def _train(
     """Lay the run out on `devices` and run the chunk loop in the locked `folder`; an
     interrupt becomes `RunInterrupted` naming the folder and its last checkpoint."""
     place = make_placement(learner, devices, run_cfg.num_seeds, run_cfg.seed)
-    try:
-        return loop.train(
-            folder, run_cfg, algo_cfg, learner, place, mode, log, stop_after_chunks, source, memory
-        )
-    except RunInterrupted:
-        raise
-    except KeyboardInterrupt:
-        raise RunInterrupted(folder.path, _latest_checkpoint(folder)) from None
+    i = jax.process_index()
+    orbax_log = os.path.join(folder.path, rundir.ORBAX_LOG + (f".process{i}" if i else ""))
+    with messages.diverted_to(orbax_log) as orbax:  # a failed write's tracebacks go there
+        try:
+            return loop.train(
+                folder, run_cfg, algo_cfg, learner, place, mode, log, stop_after_chunks, source,
+                memory,
+            )
+        except RunInterrupted:
+            raise
+        except KeyboardInterrupt:
+            raise RunInterrupted(folder.path, _latest_checkpoint(folder)) from None
+        except RunWriteError as e:
+            if not orbax.count:
+                raise
+            raise RunWriteError(f"{e} ({orbax.summary()})") from e.__cause__
