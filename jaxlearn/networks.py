@@ -172,6 +172,18 @@ class CNN(nn.Module):
         return x.reshape(*lead, -1)
 
 
+def network_kwargs(cfg: Any) -> dict[str, Any]:
+    """A config's torso fields as the networks take them: `torso` and `cnn` (channels,
+    kernels, strides, layer_norm; empty for the MLP). A config without them is an MLP."""
+    torso = getattr(cfg, "torso", "mlp")
+    if torso != "cnn":
+        return {"torso": torso, "cnn": ()}
+    return {
+        "torso": torso,
+        "cnn": (cfg.cnn_channels, cfg.cnn_kernels, cfg.cnn_strides, cfg.layer_norm),
+    }
+
+
 def conv_output_size(size: int, kernels: Sequence[int], strides: Sequence[int]) -> int:
     """The side of a square grid of side `size` after VALID convolutions (<= 0: too small)."""
     for k, s in zip(kernels, strides, strict=True):

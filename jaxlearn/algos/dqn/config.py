@@ -17,6 +17,7 @@ from jaxlearn.config import (
     hparams_from,
 )
 from jaxlearn.envs.setup import base_env, env_hparams
+from jaxlearn.networks import check_torso
 
 LOSSES = ("huber", "mse")
 EPSILON_SCHEDULES = ("linear", "exponential")
@@ -76,6 +77,12 @@ class DQNConfig(EnvConfig):
     # low-rank adapters on every Dense layer (0: off); with them only the adapters train
     lora_rank: int = 0
     lora_alpha: float = 1.0  # adapter output scale is lora_alpha / lora_rank
+    # mlp | cnn: convolutions over [H, W, C] grid observations (MinAtar) before the MLP
+    torso: str = "mlp"
+    cnn_channels: tuple[int, ...] = (16,)  # filters per conv layer (torso: cnn)
+    cnn_kernels: tuple[int, ...] = (3,)  # square kernel side per conv layer (VALID padding)
+    cnn_strides: tuple[int, ...] = (1,)  # stride per conv layer
+    layer_norm: bool = False  # LayerNorm after each conv layer (torso: cnn)
     # episodic memory (jaxlearn.memory): this fraction of each batch is transitions retrieved
     # from a larger store as the nearest neighbours of the batch's own states (0: off)
     memory_fraction: float = 0.0
@@ -159,7 +166,8 @@ class DQNConfig(EnvConfig):
         self._check_memory()
 
     def check_env_space(self, env, params) -> None:
-        """DQN needs a Discrete action space."""
+        """DQN needs a Discrete action space; the torso must fit the observation."""
+        check_torso(self, tuple(env.observation_space(params).shape))
         space = spaces.from_gymnax(env.action_space(params))
         if not isinstance(space, spaces.Discrete):
             fail(

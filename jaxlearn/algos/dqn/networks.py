@@ -14,7 +14,7 @@ import jax.numpy as jnp
 
 from jaxlearn import spaces
 from jaxlearn.algos.dqn.exploration import epsilon_greedy
-from jaxlearn.networks import ACTIVATIONS, dense
+from jaxlearn.networks import ACTIVATIONS, CNN, dense, network_kwargs
 
 
 class QNetwork(nn.Module):
@@ -34,11 +34,16 @@ class QNetwork(nn.Module):
     activation: str = "relu"
     lora_rank: int = 0  # > 0: a low-rank adapter on every Dense layer (jaxlearn.lora)
     lora_alpha: float = 1.0
+    torso: str = "mlp"  # mlp | cnn (convolutions over [H, W, C] grids, then the MLP)
+    cnn: tuple = ()  # cnn: (channels, kernels, strides, layer_norm)
 
     @nn.compact
     def __call__(self, obs: jax.Array) -> jax.Array:
-        x = obs.astype(jnp.float32)
-        x = x.reshape(*x.shape[: x.ndim - self.obs_ndim], -1)
+        if self.torso == "cnn":
+            x = CNN(*self.cnn[:3], "relu", self.cnn[3], name="cnn")(obs)
+        else:
+            x = obs.astype(jnp.float32)
+            x = x.reshape(*x.shape[: x.ndim - self.obs_ndim], -1)
         act = ACTIVATIONS[self.activation]
         r, alpha = self.lora_rank, self.lora_alpha
         for i, h in enumerate(self.hidden_sizes):
@@ -68,6 +73,7 @@ def make_agent(config: Any, env: Any, env_params: Any) -> Agent:
         activation=config.activation,
         lora_rank=config.lora_rank,
         lora_alpha=config.lora_alpha,
+        **network_kwargs(config),
     )
 
     def q_values(params, obs):

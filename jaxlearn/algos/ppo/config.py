@@ -18,7 +18,7 @@ from jaxlearn.config import (
     hparams_from,
 )
 from jaxlearn.envs.setup import base_env, env_hparams
-from jaxlearn.networks import TORSOS, check_torso
+from jaxlearn.networks import TORSOS, check_torso, network_kwargs
 from jaxlearn.recurrent import CORES
 
 
@@ -138,6 +138,10 @@ class PPOConfig(EnvConfig):
                 "use core: none for hybrid actions or several agents",
             )
 
+    def network_kwargs(self) -> dict:
+        """The torso fields as the networks take them (`jaxlearn.networks.network_kwargs`)."""
+        return network_kwargs(self)
+
     def action_space(self) -> spaces.Space:
         env, params = base_env(self)
         return spaces.from_gymnax(env.action_space(params))
@@ -160,11 +164,6 @@ class PPOConfig(EnvConfig):
             f"its action space {space!r} is not supported by PPO (Discrete, Box, or a Hybrid "
             "of those)",
         )
-
-    def network_kwargs(self) -> dict:
-        """The torso fields as the networks take them."""
-        cnn = (self.cnn_channels, self.cnn_kernels, self.cnn_strides, self.layer_norm)
-        return {"torso": self.torso, "cnn": cnn if self.torso == "cnn" else ()}
 
     @property
     def batch_size(self) -> int:
