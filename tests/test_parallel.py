@@ -398,7 +398,10 @@ STOP_SCRIPT = textwrap.dedent(
     a = p.parse_args()
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(a.coordinator_address, int(a.num_processes), int(a.process_id))
+    from jaxlearn import compile_cache
     from jaxlearn.runner import resolve_config, run  # after initialize (gymnax starts XLA)
+
+    compile_cache.enable()  # as scripts/train.py does ($JAXLEARN_COMPILE_CACHE)
 
     over = {"num_seeds": 2, "total_timesteps": 8192, "num_chunks": 2, "eval_episodes": 2}
     run_cfg, cfg = resolve_config(overrides=over)
