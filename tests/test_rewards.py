@@ -21,6 +21,7 @@ DOCUMENTED = {
     "exploration": 0.5,
     "cooperation": 2.0,
     "efficiency": 0.01,
+    "formation": 0.0,
 }
 
 
