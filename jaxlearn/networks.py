@@ -197,15 +197,15 @@ def check_torso(cfg: Any, obs_shape: tuple[int, ...]) -> None:
     name = type(cfg).__name__
     if cfg.torso not in TORSOS:
         fail(name, "torso", cfg.torso, f"must be one of {list(TORSOS)}")
+    fields = ("cnn_channels", "cnn_kernels", "cnn_strides")
+    for f in fields:  # checked even for the MLP, so a typo never waits for torso: cnn
+        v = getattr(cfg, f)
+        if not v or any(isinstance(i, bool) or not isinstance(i, int) or i <= 0 for i in v):
+            fail(name, f, v, "must be a non-empty list of ints > 0")
     if cfg.torso != "cnn":
         return
     if len(obs_shape) != 3:
         fail(name, "torso", cfg.torso, f"cnn needs a [H, W, C] grid observation; got {obs_shape}")
-    fields = ("cnn_channels", "cnn_kernels", "cnn_strides")
-    for f in fields:
-        v = getattr(cfg, f)
-        if not v or any(isinstance(i, bool) or not isinstance(i, int) or i <= 0 for i in v):
-            fail(name, f, v, "must be a non-empty list of ints > 0")
     if len({len(getattr(cfg, f)) for f in fields}) != 1:
         lengths = {f: len(getattr(cfg, f)) for f in fields}
         fail(name, "cnn_kernels", cfg.cnn_kernels, f"one per layer: lengths differ {lengths}")
