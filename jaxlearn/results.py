@@ -218,36 +218,59 @@ def csv_row(r: ConfigResult) -> dict[str, Any]:
     }
 
 
-def write_csv(path: str, results: list[ConfigResult]) -> None:
+def read_rows(path: str) -> list[dict[str, str]]:
+    """The rows of an existing results.csv (none if there is no file). A file with other
+    columns raises ValueError: it cannot be merged, and it is never overwritten."""
+    if not os.path.exists(path):
+        return []
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        if tuple(reader.fieldnames or ()) != CSV_COLUMNS:
+            raise ValueError(
+                f"{path} has other columns ({', '.join(reader.fieldnames or ())}) than this "
+                "version writes; choose another --out folder"
+            )
+        return list(reader)
+
+
+def merge_rows(old: list[dict[str, str]], results: list[ConfigResult]) -> list[dict[str, Any]]:
+    """`old` rows with each config in `results` replaced by (or added as) its new row,
+    sorted by config name: a run of some configs keeps the others' rows."""
+    rows = {row["config"]: row for row in old}
+    rows.update({r.name: csv_row(r) for r in results})
+    return [rows[name] for name in sorted(rows)]
+
+
+def write_csv(path: str, rows: list[dict[str, Any]]) -> None:
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
         writer.writeheader()
-        for r in results:
-            writer.writerow(csv_row(r))
+        writer.writerows(rows)
 
 
-def markdown_table(results: list[ConfigResult]) -> str:
-    """The results as a Markdown table (one row per config)."""
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """Results rows (`csv_row`, or read back from results.csv) as a Markdown table."""
     head = (
         "| config | env | algo | env steps / seed | seeds | training return mean / worst / "
         "best | training return per seed | greedy return mean / worst / best | greedy return "
         "per seed | compile + run (s) | reference (return kind) |\n"
         "|---|---|---|---|---|---|---|---|---|---|---|\n"
     )
-    rows = []
-    for r in results:
-        c = csv_row(r)
-        rows.append(
-            f"| `{r.name}` | {r.env} | {r.algo} | {r.budget:,} | {r.seeds} | "
-            f"{c['mean']} / **{c['worst']}** / {c['best']} | {_seq(r.train, ', ')} | "
+    lines = []
+    for c in rows:
+        train = c["train_returns"].replace(";", ", ")
+        greedy = c["greedy_returns"].replace(";", ", ")
+        lines.append(
+            f"| `{c['config']}` | {c['env']} | {c['algo']} | {int(c['budget']):,} | {c['seeds']} | "
+            f"{c['mean']} / **{c['worst']}** / {c['best']} | {train} | "
             f"{c['greedy_mean']} / **{c['greedy_worst']}** / {c['greedy_best']} | "
-            f"{_seq(r.greedy, ', ')} | {c['compile_s']} + {c['run_s']} | {c['reference']} |"
+            f"{greedy} | {c['compile_s']} + {c['run_s']} | {c['reference']} |"
         )
-    return head + "\n".join(rows) + "\n"
+    return head + "\n".join(lines) + "\n"
 
 
-def write_markdown(path: str, results: list[ConfigResult], final_fraction: float) -> None:
-    devices = sorted({r.device for r in results})
+def write_markdown(path: str, rows: list[dict[str, Any]], final_fraction: float) -> None:
+    devices = sorted({row["device"] for row in rows})
     with open(path, "w") as f:
         f.write(
             f"Device: {', '.join(devices)}. Training return: mean episode return over the "
@@ -255,7 +278,7 @@ def write_markdown(path: str, results: list[ConfigResult], final_fraction: float
             "final value). Greedy return: mean over the evaluation episodes of the final "
             "network acting greedily. Worst = the lowest seed.\n\n"
         )
-        f.write(markdown_table(results))
+        f.write(markdown_table(rows))
 
 
 def write_curve_csv(path: str, r: ConfigResult) -> None:
@@ -309,11 +332,13 @@ def plot(path: str, r: ConfigResult) -> None:
 
 def write_all(out: str, results: list[ConfigResult], final_fraction: float) -> list[str]:
     """Write results.md, results.csv and `<config>.png` / `<config>_curve.csv` for each
-    result into `out`; returns the paths written."""
+    result into `out`; rows of other configs already in `out`'s results.csv are kept (see
+    `merge_rows`). Returns the paths written."""
     os.makedirs(out, exist_ok=True)
     paths = [os.path.join(out, "results.md"), os.path.join(out, "results.csv")]
-    write_markdown(paths[0], results, final_fraction)
-    write_csv(paths[1], results)
+    rows = merge_rows(read_rows(paths[1]), results)
+    write_markdown(paths[0], rows, final_fraction)
+    write_csv(paths[1], rows)
     for r in results:
         png = os.path.join(out, f"{r.name}.png")
         curve = os.path.join(out, f"{r.name}_curve.csv")

@@ -121,3 +121,37 @@ def test_references_name_their_return_kind():
             assert ref.cite and ref.source
     assert "(training)" in results.reference_text("dqn_cartpole")
     assert results.reference_text("no_such_config") == "-"
+
+
+def test_a_run_of_some_configs_keeps_the_other_rows(experiments, tmp_path):
+    out = tmp_path / "out"
+    argv = ["--experiments", str(experiments), "--out", str(out), "--seeds", "1"]
+    assert main([*argv, "--only", "other", "--eval-episodes", "1"]) == 0
+    with open(out / "results.csv") as f:
+        other = list(csv.DictReader(f))
+    assert [r["config"] for r in other] == ["other"]
+    assert main([*argv, "--only", "tiny_ppo", "--eval-episodes", "1"]) == 0
+    with open(out / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["config"] for r in rows] == ["other", "tiny_ppo"]
+    assert rows[0] == other[0]  # kept as it was, not re-run
+    table = (out / "results.md").read_text()
+    assert "| `other` |" in table and "| `tiny_ppo` |" in table
+    per_seed = other[0]["train_returns"].replace(";", ", ")
+    assert f"| {per_seed} |" in table  # the kept row is rendered from the CSV
+    # re-running a config replaces its row, never adds a second one
+    assert main([*argv, "--only", "tiny_ppo", "--eval-episodes", "1"]) == 0
+    with open(out / "results.csv") as f:
+        assert [r["config"] for r in csv.DictReader(f)] == ["other", "tiny_ppo"]
+
+
+def test_a_results_csv_of_other_columns_is_refused_before_training(experiments, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "results.csv").write_text("config,score\nmine,1\n")
+    argv = ["--experiments", str(experiments), "--out", str(out), "--only", "tiny_ppo"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --out") and "other columns" in err
+    assert (out / "results.csv").read_text() == "config,score\nmine,1\n"  # untouched
+    assert sorted(os.listdir(out)) == ["results.csv"]

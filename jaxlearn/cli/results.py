@@ -82,6 +82,12 @@ def check_out(out: str) -> None:
         raise UsageError(f"--out {out!r}: {probe!r} is a file, not a folder")
     if not os.access(probe, os.W_OK):
         raise UsageError(f"--out {out!r}: {probe!r} is not writable")
+    from jaxlearn import results
+
+    try:  # the configs run now replace their rows; the other rows are kept
+        results.read_rows(os.path.join(out, "results.csv"))
+    except ValueError as e:
+        raise UsageError(f"--out {out!r}: {e}") from None
 
 
 def validate(args: argparse.Namespace) -> list[tuple[str, str, object, object]]:
