@@ -124,3 +124,32 @@ def test_the_chunk_label_names_the_metric_a_trial_reports():
     assert sweep.report.chunk_label("final_return_mean") == "chunk mean return"
     assert sweep.report.chunk_label("eval_return") == "chunk mean return"
     assert sweep.report.chunk_label("success") == "chunk mean success"
+
+
+def test_a_trial_drawn_again_with_earlier_parameters_is_said_so(tmp_path):
+    raw = {
+        "config": {"total_timesteps": 2048, "num_envs": 4, "num_steps": 64, "hidden_sizes": [8]},
+        "num_trials": 5,
+        "batch_size": 3,
+        "num_chunks": 4,
+        "sampler": "random",
+        "space": {"learning_rate": {"choices": [1e-3, 2e-3]}},
+    }
+    spec = sweep.spec_from_dict(raw)
+    logged = []
+    sw = sweep.Sweep(spec, sweep.new_sweep(spec, str(tmp_path / "s")), log=logged.append)
+    sw.make_program = _StandIn
+    for lr in (1e-3, 2e-3, 1e-3, 2e-3, 1e-3):  # asked in this order: batches 0-2 and 3-4
+        sw.study.enqueue_trial({"learning_rate": lr})
+    sw.run()
+    said = [s for s in logged if "has the parameters of" in s]
+    assert said == [
+        "  trial 2 has the parameters of trial 0 (the sampler drew them again): it trains "
+        "them on its own seeds",  # within a batch
+        "  trial 3 has the parameters of trial 1 (the sampler drew them again): it trains "
+        "them on its own seeds",  # across batches
+        "  trial 4 has the parameters of trial 0 (the sampler drew them again): it trains "
+        "them on its own seeds",
+    ]
+    seeds = {t.number: t.user_attrs["seed_index"] for t in sw.study.get_trials()}
+    assert len(set(seeds.values())) == 5  # each trial trained on its own seeds

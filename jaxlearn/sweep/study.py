@@ -185,6 +185,27 @@ class Sweep:
         trial.set_user_attr("worker", self.worker)
         return trial, dict(trial.params)
 
+    def _repeats(self, asked: list[tuple[Any, dict[str, Any]]]) -> list[str]:
+        """A line for each asked trial whose parameters an earlier trial (not failed) or an
+        earlier one of this batch already has: the sampler drew them again, and the trial
+        trains on its own seeds, so nothing is repeated silently."""
+        mine = {t.number for t, _ in asked}
+        first: dict[str, int] = {}
+        for t in self.study.get_trials(deepcopy=False):
+            if t.number not in mine and t.state != TrialState.FAIL:
+                first.setdefault(_params_key(t.params), t.number)
+        lines = []
+        for trial, params in asked:
+            key = _params_key(params)
+            if key in first:
+                lines.append(
+                    f"  trial {trial.number} has the parameters of trial {first[key]} (the "
+                    "sampler drew them again): it trains them on its own seeds"
+                )
+            else:
+                first[key] = trial.number
+        return lines
+
     def _heartbeat(self, trial: Any) -> None:
         self.storage.record_heartbeat(trial._trial_id)
 
@@ -242,6 +263,8 @@ class Sweep:
             f"[sweep] batch {self.batches + 1}: trials {min(numbers)}-{max(numbers)} in "
             f"{len(groups)} program(s)"
         )
+        for line in self._repeats(asked):
+            self.log(line)
         for key, members in groups.items():
             if key not in self.programs:
                 spec = self.spec
@@ -299,3 +322,8 @@ def resume(
         return Sweep(spec, folder, log).run(stop_after_batches)
     finally:
         lock.release()
+
+
+def _params_key(params: dict[str, Any]) -> str:
+    """Trial parameters as a comparable key (names sorted, values by repr)."""
+    return repr(sorted((k, repr(v)) for k, v in params.items()))
