@@ -50,6 +50,7 @@ def test_cnn_matches_a_numpy_valid_convolution():
     np.testing.assert_allclose(y, np.maximum(ref, 0).reshape(2, -1), atol=1e-5)
 
 
+@pytest.mark.slow  # compiles a CNN learner (~35 s on 2 cores)
 def test_cnn_torso_trains_on_a_minatar_grid():
     """PPO with `torso: cnn` (LayerNorm on) on Breakout-MinAtar's [10, 10, 4] grid: two tiny
     updates run, the conv kernels move, the metrics stay finite."""

@@ -147,6 +147,7 @@ def test_core_refuses_several_agents():
         PPOConfig(core="gru").check_env_space(TwoAgents(), params)
 
 
+@pytest.mark.slow  # compiles and runs three short training runs
 def test_recurrent_resume_is_bit_identical(tmp_path):
     """A recurrent run stopped and resumed equals an uninterrupted one, core state included
     (as the MLP resume test in tests/test_checkpoint.py, at a tiny size)."""
