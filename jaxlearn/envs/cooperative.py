@@ -47,6 +47,13 @@ from jaxlearn.envs import task as T
 
 # Success needs at least this team cooperation score at the goal.
 FORMATION_THRESHOLD = 0.5
+# `discrete_moves`: move index -> unit move (stay, then E, NE, N, NW, W, SW, S, SE).
+MOVES = np.concatenate(
+    [
+        np.zeros((1, 2)),
+        np.stack([np.cos(np.arange(8) * np.pi / 4), np.sin(np.arange(8) * np.pi / 4)], axis=-1),
+    ]
+).astype(np.float32)
 
 
 @struct.dataclass
@@ -94,6 +101,7 @@ class Cooperative(T.TaskEnv):
         comm_dim: int = 2,
         max_obstacles: int = 12,
         num_sensed: int = 3,
+        discrete_moves: bool = False,
         reward: Any = None,
         **param_overrides: Any,
     ):
@@ -107,7 +115,12 @@ class Cooperative(T.TaskEnv):
                 raise ValueError(
                     f"Cooperative: {name}={value!r} is invalid: must be an int >= {low}"
                 )
+        if not isinstance(discrete_moves, bool):
+            raise ValueError(
+                f"Cooperative: discrete_moves={discrete_moves!r} is invalid: must be true or false"
+            )
         super().__init__(reward)
+        self.discrete_moves = discrete_moves
         self.num_agents = num_agents
         self.comm_dim = comm_dim
         self.max_obstacles = max_obstacles
@@ -177,12 +190,18 @@ class Cooperative(T.TaskEnv):
         return spaces.Box(-jnp.inf, jnp.inf, (self.num_agents, self.obs_dim), jnp.float32)
 
     def action_space(self, params) -> spaces.Hybrid:
+        """`move`: a velocity per agent in [-1, 1]^2 (x max_velocity), or with
+        `discrete_moves` one of `len(MOVES)` = 9 moves per agent (stay or one of 8 compass
+        directions at full speed; a Discrete leaf of a multi-agent env is one choice per
+        agent: `[N]` int32); `comm`: `[N, comm_dim]` in [-1, 1]."""
         n = self.num_agents
+        move = (
+            spaces.Discrete(len(MOVES))
+            if self.discrete_moves
+            else spaces.Box(-1.0, 1.0, (n, 2), jnp.float32)
+        )
         return spaces.Hybrid(
-            {
-                "move": spaces.Box(-1.0, 1.0, (n, 2), jnp.float32),
-                "comm": spaces.Box(-1.0, 1.0, (n, self.comm_dim), jnp.float32),
-            }
+            {"move": move, "comm": spaces.Box(-1.0, 1.0, (n, self.comm_dim), jnp.float32)}
         )
 
     @property
@@ -259,7 +278,11 @@ class Cooperative(T.TaskEnv):
         return jnp.where(all_ok, pos, start + self.slot_offsets(params))
 
     def transition(self, key, state: CooperativeState, action, params: CooperativeParams):
-        move = jnp.clip(jnp.asarray(action["move"], jnp.float32), -1.0, 1.0)
+        if self.discrete_moves:  # [N] (or one for all) move indices -> [N, 2] unit moves
+            index = jnp.broadcast_to(jnp.asarray(action["move"], jnp.int32), (self.num_agents,))
+            move = jnp.asarray(MOVES)[jnp.clip(index, 0, len(MOVES) - 1)]
+        else:
+            move = jnp.clip(jnp.asarray(action["move"], jnp.float32), -1.0, 1.0)
         comm = jnp.clip(jnp.asarray(action["comm"], jnp.float32), -1.0, 1.0)
         v = move * params.max_velocity
         speed = jnp.linalg.norm(v, axis=-1, keepdims=True)

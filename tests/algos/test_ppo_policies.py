@@ -81,9 +81,42 @@ def test_shared_policy_over_agents_sums_log_probs_and_averages_values():
     np.testing.assert_allclose(mean_s[:, 0], mean[:, 1], rtol=1e-5, atol=1e-6)
 
 
-def test_multi_agent_discrete_and_mismatched_agent_axis_are_rejected():
-    with pytest.raises(ValueError, match="multi-agent Discrete"):
-        make_factored_policy(CFG, spaces.Discrete(3), (3, 4), num_agents=3)
+def test_per_agent_discrete_and_box_leaves_in_one_shared_policy():
+    # a Discrete leaf in a multi-agent env is one choice per agent; a Box leaf carries the
+    # agent axis: Hybrid with both, 3 agents
+    n = 3
+    space = spaces.Hybrid({"move": spaces.Discrete(5), "comm": spaces.Box(-1.0, 1.0, (n, 2))})
+    policy = make_factored_policy(CFG, space, (n, 7), num_agents=n)
+    obs = jax.random.normal(jax.random.key(1), (16, n, 7))
+    params = _init(policy, obs)
+    action, log_prob, value = policy.sample(jax.random.key(2), params, obs)
+    assert action["discrete"].shape == (16, n, 1) and action["continuous"].shape == (16, n, 2)
+    assert log_prob.shape == value.shape == (16,)
+    (logits, mean, log_std), v_agents = policy.network.apply(params, obs)
+    assert logits.shape == (16, n, 5)  # each agent's own logits
+    per_agent = D.categorical_log_prob(logits, action["discrete"][..., 0]) + D.gaussian_log_prob(
+        mean, log_std, action["continuous"]
+    )
+    np.testing.assert_allclose(log_prob, per_agent.sum(-1), rtol=1e-5, atol=1e-5)
+    lp, ent, v = policy.log_prob_entropy_value(params, obs, action)
+    np.testing.assert_allclose(lp, log_prob, rtol=1e-5, atol=1e-5)
+    by_hand = D.categorical_entropy(logits) + D.gaussian_entropy(log_std)
+    np.testing.assert_allclose(ent, by_hand.sum(-1), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(v, v_agents.mean(-1), rtol=1e-6)
+    env_action = policy.to_env(action)
+    assert env_action["move"].shape == (16, n) and env_action["move"].dtype == np.int32
+    assert np.all((np.asarray(env_action["move"]) >= 0) & (np.asarray(env_action["move"]) < 5))
+    greedy = policy.act_greedy(params, obs)
+    np.testing.assert_array_equal(greedy["move"], np.argmax(np.asarray(logits), -1))
+    # the choices differ between agents (each samples from its own logits)
+    assert len(np.unique(np.asarray(env_action["move"]))) > 1
+    # gradients reach every agent's logits through the summed log-prob
+    grads = jax.grad(lambda p: policy.log_prob_entropy_value(p, obs, action)[0].sum())(params)
+    head = np.asarray(grads["params"]["policy_head"]["kernel"])
+    assert np.all(np.abs(head[:, :5]).sum(0) > 0)
+
+
+def test_mismatched_agent_axis_is_rejected():
     with pytest.raises(ValueError, match=r"must start with the agent axis \(3, \.\.\.\)"):
         make_factored_policy(CFG, spaces.Box(-1.0, 1.0, (2, 3)), (3, 4), num_agents=3)
 

@@ -316,6 +316,7 @@ def test_param_changes_do_not_retrace():
         (dict(workspace_size=[1.5, 5.0]), "workspace_size"),
         (dict(num_obstacles=13), "num_obstacles"),
         (dict(speed=1.0), "speed"),
+        (dict(discrete_moves=1), "discrete_moves"),
     ],
 )
 def test_bad_constructor_args_raise(kwargs, name):
@@ -359,3 +360,25 @@ def test_formation_component_costs_the_formation_gap_every_step():
     _, _, _, _, info = STEP_ENV(jax.random.key(1), state, _action(env, np.zeros((3, 2))), params)
     np.testing.assert_allclose(info["reward_components"]["formation"], 0.0, atol=1e-5)
     assert float(ENV.default_params.reward_weights["formation"]) == 0.0
+
+
+def test_discrete_moves_are_one_compass_move_per_agent():
+    from jaxlearn import spaces
+    from jaxlearn.envs.cooperative import MOVES
+
+    env = Cooperative(num_agents=3, discrete_moves=True)
+    params = env.default_params
+    space = env.action_space(params)
+    assert isinstance(space.spaces["move"], spaces.Discrete) and space.spaces["move"].n == 9
+    # the 9 moves: stay, then 8 unit directions 45 degrees apart (reference by hand)
+    s = np.sqrt(0.5)
+    ref = [[0, 0], [1, 0], [s, s], [0, 1], [-s, s], [-1, 0], [-s, -s], [0, -1], [s, -s]]
+    np.testing.assert_allclose(MOVES, ref, atol=1e-6)
+    pos = [[1.0, 1.0], [3.0, 1.0], [2.0, 3.0]]
+    state = _state(env, params, pos, obstacles=[])
+    action = {"move": jnp.asarray([1, 3, 6], jnp.int32), "comm": jnp.zeros((3, env.comm_dim))}
+    _, nxt, _, _, _ = jax.jit(env.step_env)(jax.random.key(1), state, action, params)
+    step = float(params.max_velocity) * float(params.dt)  # metres per step at full speed
+    expect = np.asarray(pos) + step * np.asarray([ref[1], ref[3], ref[6]])
+    np.testing.assert_allclose(nxt.pos, expect, atol=1e-5)
+    np.testing.assert_allclose(nxt.prev_move, np.asarray([ref[1], ref[3], ref[6]]), atol=1e-6)

@@ -116,8 +116,9 @@ def make_factored_policy(
     One network outputs every leaf's parameters: logits for each Discrete leaf and one
     diagonal Gaussian over all Box dimensions. The joint log-probability is the sum over
     leaves. With `num_agents > 1` the observation's leading axis `[num_agents, ...]` is the
-    agent axis and every Box leaf's shape starts with it: the same parameters act for each
-    agent (parameter sharing), the joint log-probability also sums over agents, and the
+    agent axis and every Box leaf's shape starts with it, while a Discrete(n) leaf is one
+    choice per agent (the env gets `[num_agents]` int32 for it): the same parameters act for
+    each agent (parameter sharing), the joint log-probability also sums over agents, and the
     value is the mean of the per-agent values (one shared team reward).
 
     The stored action is a dict: `"discrete"` `[..., (A,) n_discrete]` int32 and
@@ -128,12 +129,7 @@ def make_factored_policy(
     num_logits = cont_dim = 0
     for path, leaf in spaces.leaves(space):
         name = "/".join(path) or "action"
-        if isinstance(leaf, spaces.Discrete):
-            if multi:
-                raise ValueError(
-                    f"PPO: multi-agent Discrete action leaf {name!r} is not supported; "
-                    "use Box leaves with a leading agent axis"
-                )
+        if isinstance(leaf, spaces.Discrete):  # per agent when multi: logits [..., A, n]
             layout.append((path, "discrete", leaf.n, None, None, ()))
             num_logits += leaf.n
         elif isinstance(leaf, spaces.Box):
