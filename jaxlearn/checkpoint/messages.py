@@ -42,7 +42,7 @@ class Diverted:
                     f.write(text if text.endswith("\n") else text + "\n")
                 self.where = self._targets[0]
                 return
-            except OSError:
+            except (OSError, ValueError):  # ValueError: text this file cannot encode
                 gone = self._targets.pop(0)  # full or gone: the next target from now on
                 with contextlib.suppress(OSError):
                     if os.path.getsize(gone) == 0:
@@ -68,9 +68,10 @@ class _Handler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            self.sink.write(self.format(record))
+            text = self.format(record)
         except Exception:  # a log call in Orbax's thread must never raise
-            self.sink.dropped += 1
+            text = f"{record.levelname} {record.name}: (message could not be formatted)"
+        self.sink.write(text)
 
 
 @contextlib.contextmanager
