@@ -46,6 +46,21 @@ class _PruneOdd(optuna.pruners.BasePruner):
         return trial.number % 2 == 1 and len(trial.intermediate_values) >= 2
 
 
+def _run(tmp_path, raw, lrs, pruner=None):
+    """Run the sweep `raw` on the stand-in program, its trials asked with `lrs` in order;
+    returns the sweep and its logged lines."""
+    spec = sweep.spec_from_dict(raw)
+    logged = []
+    sw = sweep.Sweep(spec, sweep.new_sweep(spec, str(tmp_path / "s")), log=logged.append)
+    sw.make_program = _StandIn
+    if pruner is not None:
+        sw.study.pruner = pruner
+    for lr in lrs:
+        sw.study.enqueue_trial({"learning_rate": lr})
+    sw.run()
+    return sw, logged
+
+
 @pytest.fixture
 def lines(tmp_path):
     raw = {
@@ -56,14 +71,7 @@ def lines(tmp_path):
         "sampler": "random",
         "space": {"learning_rate": {"low": 1e-4, "high": 1e-2, "log": True}},
     }
-    spec = sweep.spec_from_dict(raw)
-    logged = []
-    sw = sweep.Sweep(spec, sweep.new_sweep(spec, str(tmp_path / "s")), log=logged.append)
-    sw.make_program = _StandIn
-    sw.study.pruner = _PruneOdd()
-    for lr in LRS:  # asked in this order
-        sw.study.enqueue_trial({"learning_rate": lr})
-    sw.run()
+    sw, logged = _run(tmp_path, raw, LRS, _PruneOdd())
     states = {t.number: t.state.name for t in sw.study.get_trials()}
     assert states == {0: "COMPLETE", 1: "PRUNED", 2: "COMPLETE", 3: "FAIL"}
     return logged
@@ -135,13 +143,8 @@ def test_a_trial_drawn_again_with_earlier_parameters_is_said_so(tmp_path):
         "sampler": "random",
         "space": {"learning_rate": {"choices": [1e-3, 2e-3]}},
     }
-    spec = sweep.spec_from_dict(raw)
-    logged = []
-    sw = sweep.Sweep(spec, sweep.new_sweep(spec, str(tmp_path / "s")), log=logged.append)
-    sw.make_program = _StandIn
-    for lr in (1e-3, 2e-3, 1e-3, 2e-3, 1e-3):  # asked in this order: batches 0-2 and 3-4
-        sw.study.enqueue_trial({"learning_rate": lr})
-    sw.run()
+    # asked in this order: batches 0-2 and 3-4
+    sw, logged = _run(tmp_path, raw, (1e-3, 2e-3, 1e-3, 2e-3, 1e-3))
     said = [s for s in logged if "has the parameters of" in s]
     assert said == [
         "  trial 2 has the parameters of trial 0 (the sampler drew them again): it trains "
