@@ -57,10 +57,23 @@ class Run:
                 self._policies[key] = export.load_policy(path)
         return self._policies[key]
 
-    def act(self, obs: Any, seed_index: int = 0) -> Any:
+    def act(self, obs: Any, seed_index: int = 0, state: Any = None) -> Any:
         """Greedy action(s) of seed `seed_index` (best checkpoint) for `obs`, batched
-        `[B, *obs_shape]` or unbatched `[*obs_shape]`."""
-        return self.policy(seed_index).act(obs)
+        `[B, *obs_shape]` or unbatched `[*obs_shape]`. A recurrent policy (`core: gru`)
+        takes its core `state` (`[B, H]`, or `[H]`; each episode starts from
+        `self.policy(seed_index).initial_state(B)`) and returns `(action, state)`."""
+        policy = self.policy(seed_index)
+        if policy.initial_state is None:
+            if state is not None:
+                raise ValueError("act: state given, but this run's policy is not recurrent")
+            return policy.act(obs)
+        if state is None:
+            raise ValueError(
+                "act: this run's policy is recurrent (core: gru): pass its core state, "
+                "starting each episode from run.policy(seed_index).initial_state(B), and "
+                "carry the state it returns"
+            )
+        return policy.act(obs, state)
 
     def evaluate(self, episodes: int = 32, seed: int = 0, checkpoint: Any = "best") -> dict:
         """Greedy episodes of every seed on the device, summarised as `scripts/evaluate.py`

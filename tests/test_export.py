@@ -93,6 +93,11 @@ def test_dqn_round_trip_matches_training_policy(tmp_path):
         "env_params",
         "hidden_sizes",
         "activation",
+        "torso",
+        "cnn_channels",
+        "cnn_kernels",
+        "cnn_strides",
+        "layer_norm",
     }
     assert os.path.getsize(tmp_path / "q" / PARAMS_FILE) < 1_000_000
 
@@ -681,7 +686,7 @@ def test_env_param_overrides_and_a_curriculum_stage_are_recorded(tmp_path):
 
 def test_export_from_run_records_the_runs_env_params(run_dir, tmp_path):
     spec = export_from_run(run_dir, str(tmp_path / "policy"))
-    assert spec["format"] == 3
+    assert spec["format"] == 4
     assert spec["env_params"]["x_threshold"] == 2.4 and spec["env_params"]["tau"] == 0.02
 
 

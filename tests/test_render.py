@@ -126,6 +126,33 @@ def test_render_episodes_from_an_exported_policy(tmp_path):
     assert info["frames"] == sum(lengths) + 2 == _gif_frames(path)
 
 
+def test_render_episodes_of_a_recurrent_policy_on_masked_observations(tmp_path):
+    """A GRU policy trained on CartPole without velocities: rendering feeds it the masked
+    observation and carries its core state (the env drawn is the unmasked CartPole)."""
+    cfg = PPOConfig(env="CartPole-v1", obs_mask=(0, 2), core="gru", core_size=4, hidden_sizes=(8,))
+    env, env_params = make("CartPole-v1")
+    from jaxlearn.algos.ppo.recurrent import make_recurrent_policy
+    from jaxlearn.envs.masking import mask_env
+
+    masked = mask_env("PPOConfig", (0, 2), env, env_params)
+    net = make_recurrent_policy(cfg, masked, env_params).network
+    rng = np.random.default_rng(0)
+    shapes = jax.eval_shape(
+        net.init,
+        jax.random.key(0),
+        jnp.zeros((1, 4)),
+        jnp.zeros((1, 1, 2)),
+        jnp.zeros((1, 1), bool),
+    )
+    params = jax.tree.map(lambda s: rng.normal(0.0, 0.5, s.shape).astype(s.dtype), shapes)
+    save_policy(str(tmp_path / "policy"), "ppo", cfg, params)
+    path = str(tmp_path / "gru.gif")
+    info = render_episodes(str(tmp_path / "policy"), path, episodes=2, seed=1, max_steps=8)
+    lengths = info["lengths"]
+    assert len(lengths) == 2 and all(1 <= n <= 8 for n in lengths)
+    assert info["frames"] == sum(lengths) + 2 == _gif_frames(path)
+
+
 @pytest.mark.slow  # trains a (tiny) run first
 def test_render_episodes_from_a_run_folder(tmp_path):
     out = str(tmp_path / "run")

@@ -4,9 +4,11 @@ An exported policy is a directory (never overwritten) with two files:
 
 - `policy.json`: `format`, `algo`, only the config fields that define the network and how
   its outputs become env actions (PPO: `env`, `env_kwargs`, `hidden_sizes`, `activation`,
-  `action_squash`, `log_std_init`, `policy`, `normalize_observations`; DQN: `env`,
-  `env_kwargs`, `hidden_sizes`, `activation`; both: `env_params`, the overrides the env
-  was built with), the observation shape and dtype, the action
+  `action_squash`, `log_std_init`, `policy`, `normalize_observations`, `core`,
+  `core_size`, `obs_mask`; DQN: `env`, `env_kwargs`, `hidden_sizes`, `activation`; both:
+  the torso (`torso`, `cnn_channels`, `cnn_kernels`, `cnn_strides`, `layer_norm`) and
+  `env_params`, the overrides the env was built with), the observation shape and dtype
+  (after `obs_mask`), the action
   space, the parameter count, the SHA-256 of `params.msgpack`, for PPO trained with
   `normalize_observations` the frozen observation mean/variance applied before the network,
   the env parameters the policy was trained on (`env_params`, every parameter of the env's
@@ -19,6 +21,12 @@ An exported policy is a directory (never overwritten) with two files:
     save_policy("cartpole_policy", "ppo", cfg, params)
     policy = load_policy("cartpole_policy")
     action = policy.act(obs)  # obs [B, *obs_shape] -> [B, ...]; obs [*obs_shape] -> [...]
+
+A recurrent policy (PPO `core: gru`) carries its core's state from step to step:
+
+    state = policy.initial_state(B)          # zeros [B, H], where every episode starts
+    action, state = policy.act(obs, state)   # obs [B, *obs_shape], state [B, H]
+    state = jnp.where(done[:, None], policy.initial_state(B), state)  # episodes that ended
 
 `export_from_run(run_dir, path)` does both steps from a run folder's checkpoint, read
 through `jaxlearn.rundir.load_run` (re-exported here with `parse_checkpoint` and
@@ -45,8 +53,9 @@ who can write the folder can change a field or the parameters, set `signed` to f
 `hmac` and recompute both hashes, and that export loads where no key is set. Only the
 HMAC authenticates an export: set the key wherever exports of signed runs are loaded.
 
-Format 3 is written; format 2 exports (before `env_params` was recorded) still load, with
-the env parameters their config builds.
+Format 4 is written; format 3 exports (before the torso, core and mask were recorded: MLPs)
+and format 2 exports (before `env_params` was recorded) still load, with the defaults for
+what they lack (format 2: the env parameters their config builds).
 
 The code: `record` (policy.json's fields and checks), `network` (the network, `apply`,
 `act`), `policy` (`save_policy`, `load_policy`, `export_from_run`).

@@ -1,5 +1,9 @@
 """The network of an exported policy: built from its config, checked against parameters,
-and wrapped as the pure `apply` and the checking host `act`."""
+and wrapped as the pure `apply` and the checking host `act`.
+
+A recurrent policy (PPO with `core: gru`) carries its core's state: `apply(params, obs,
+state) -> (action, state)` and `act(obs, state) -> (action, state)`, starting each episode
+from `initial_state`."""
 
 from __future__ import annotations
 
@@ -16,6 +20,8 @@ import numpy as np
 
 from jaxlearn import algos
 from jaxlearn.algos.dqn.train import make_agent
+from jaxlearn.algos.ppo.networks import RecurrentActorCritic
+from jaxlearn.algos.ppo.recurrent import make_recurrent_policy
 from jaxlearn.algos.ppo.train import make_policy
 from jaxlearn.envs.setup import base_env
 from jaxlearn.envs.wrappers import NormalizeObservation, NormalizeObservationState
@@ -31,13 +37,13 @@ def config_class(algo: str) -> type:
 
 
 def greedy_network(algo: str, cfg: Any) -> tuple[Any, Callable, Any, Any]:
-    """`(network, act(params, obs), env, env_params)` for `cfg`, on its unwrapped env."""
+    """`(network, act, env, env_params)` for `cfg`, on its unwrapped env (observation mask
+    applied). `act(params, obs) -> action`, or for a recurrent core `act(params, state, obs)
+    -> (state, action)`."""
     env, env_params = base_env(cfg)
-    if getattr(cfg, "core", "none") != "none":
-        raise ValueError(
-            f"core={cfg.core!r}: exporting a recurrent policy is not supported yet (its act "
-            "would need to carry the core state); evaluate it with scripts/evaluate.py"
-        )
+    if algo == "ppo" and cfg.core != "none":
+        policy = make_recurrent_policy(cfg, env, env_params)
+        return policy.network, policy.act_greedy, env, env_params
     if algo == "ppo":
         policy = make_policy(cfg, env, env_params)
         return policy.network, policy.act_greedy, env, env_params
@@ -48,8 +54,19 @@ def greedy_network(algo: str, cfg: Any) -> tuple[Any, Callable, Any, Any]:
 def param_template(network: Any, env: Any, env_params: Any) -> Any:
     """ShapeDtypeStructs of the network's parameters (nothing is computed)."""
     space = env.observation_space(env_params)
-    dummy = jax.ShapeDtypeStruct((1, *tuple(space.shape)), jnp.dtype(space.dtype))
+    dtype = jnp.dtype(space.dtype)
+    if isinstance(network, RecurrentActorCritic):  # state [B, H], obs [T, B, ...], reset [T, B]
+        state = jax.ShapeDtypeStruct((1, network.core_size), jnp.float32)
+        obs = jax.ShapeDtypeStruct((1, 1, *tuple(space.shape)), dtype)
+        reset = jax.ShapeDtypeStruct((1, 1), jnp.bool_)
+        return jax.eval_shape(network.init, jax.random.key(0), state, obs, reset)
+    dummy = jax.ShapeDtypeStruct((1, *tuple(space.shape)), dtype)
     return jax.eval_shape(network.init, jax.random.key(0), dummy)
+
+
+def state_size(network: Any) -> int:
+    """The size H of a recurrent network's core state; 0 for a feed-forward network."""
+    return network.core_size if isinstance(network, RecurrentActorCritic) else 0
 
 
 def check_fits(params: Any, template: Any, where: str) -> None:
@@ -106,23 +123,98 @@ def check_finite_params(params: Any, where: str) -> None:
             )
 
 
-def apply_fn(act_greedy: Callable, norm: dict[str, Any] | None) -> Callable[[Any, Any], Any]:
-    """`apply(params, obs [B, *obs_shape]) -> action [B, ...]`: pure, jittable."""
+def apply_fn(
+    act_greedy: Callable, norm: dict[str, Any] | None, recurrent: bool = False
+) -> Callable:
+    """The pure, jittable policy: `apply(params, obs [B, *obs_shape]) -> action [B, ...]`,
+    or with a recurrent core `apply(params, obs, state [B, H]) -> (action, state)`."""
+    if norm is None:
+        normalize = lambda obs: obs  # noqa: E731
+    else:
+        mean = jnp.asarray(norm["mean"], jnp.float32)
+        var = jnp.asarray(norm["var"], jnp.float32)
+        clip, eps = float(norm["clip"]), float(norm["eps"])
+        normalize = lambda obs: jnp.clip((obs - mean) / jnp.sqrt(var + eps), -clip, clip)  # noqa: E731
+
+    if recurrent:
+
+        def apply_recurrent(params: Any, obs: Any, state: Any) -> tuple[Any, Any]:
+            state, action = act_greedy(params, state, normalize(obs))
+            return action, state
+
+        return apply_recurrent
     if norm is None:
         return act_greedy
-    mean = jnp.asarray(norm["mean"], jnp.float32)
-    var = jnp.asarray(norm["var"], jnp.float32)
-    clip, eps = float(norm["clip"]), float(norm["eps"])
 
     def apply(params: Any, obs: Any) -> Any:
-        return act_greedy(params, jnp.clip((obs - mean) / jnp.sqrt(var + eps), -clip, clip))
+        return act_greedy(params, normalize(obs))
 
     return apply
 
 
+def _checked_obs(obs: Any, obs_shape: tuple[int, ...]) -> tuple[Any, bool]:
+    """`(obs as an array, whether it is one observation)`; raises on a wrong shape, dtype,
+    or (unless traced) a NaN/inf value."""
+    traced = isinstance(obs, jax.core.Tracer)
+    x = obs if traced else jnp.asarray(obs)
+    if not any(jnp.issubdtype(x.dtype, t) for t in (jnp.floating, jnp.integer, jnp.bool_)):
+        raise TypeError(f"act: the observation has dtype {x.dtype}; it must be real numbers")
+    shape = tuple(x.shape)
+    single = shape == obs_shape
+    if not single and not (len(shape) == len(obs_shape) + 1 and shape[1:] == obs_shape):
+        batch = "(" + ", ".join(["B", *map(str, obs_shape)]) + ")"
+        raise ValueError(
+            f"act: the observation has shape {shape}; this policy takes one observation "
+            f"[*obs_shape] = {obs_shape} or a batch [B, *obs_shape] = {batch}"
+        )
+    if not traced and jnp.issubdtype(x.dtype, jnp.inexact):
+        bad = ~np.isfinite(np.asarray(x))
+        if bad.any():
+            at = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise ValueError(
+                f"act: the observation holds NaN or inf (at index {at}); no action is "
+                "defined for it, so it is refused"
+            )
+    return x, single
+
+
+def _checked_state(state: Any, batch: int | None, size: int) -> Any:
+    """The core state for `batch` observations (None: one observation): `[batch, size]`
+    (or `[size]`), real numbers; raises ValueError naming both shapes otherwise."""
+    s = state if isinstance(state, jax.core.Tracer) else jnp.asarray(state)
+    want = (size,) if batch is None else (batch, size)
+    if tuple(s.shape) != want or not jnp.issubdtype(s.dtype, jnp.floating):
+        raise ValueError(
+            f"act: the core state has shape {tuple(s.shape)} {s.dtype}; for this observation "
+            f"it must be float {want} (start each episode from policy.initial_state(...))"
+        )
+    return s.astype(jnp.float32)
+
+
 def host_act(
-    apply_jit: Callable[[Any, Any], Any], params: Any, obs_shape: tuple[int, ...]
-) -> Callable[[Any], Any]:
+    apply_jit: Callable, params: Any, obs_shape: tuple[int, ...], state_size: int = 0
+) -> Callable:
+    """The checking host `act` around the jitted `apply` (see `ExportedPolicy.act`)."""
+    if state_size:
+
+        def act_recurrent(obs: Any, state: Any) -> tuple[Any, Any]:
+            """Greedy action and next core state for `obs [B, *obs_shape]` and `state
+            [B, H]` (-> `([B, ...], [B, H])`), or one `obs [*obs_shape]` and `state [H]`.
+
+            Raises:
+                ValueError: an observation or state of another shape (both named), or a
+                    NaN/inf observation (checked unless traced under jit/vmap).
+                TypeError: an observation that is not real numbers.
+            """
+            x, single = _checked_obs(obs, obs_shape)
+            s = _checked_state(state, None if single else x.shape[0], state_size)
+            if single:
+                action, s = apply_jit(params, x[None], s[None])
+                return jax.tree.map(lambda a: a[0], action), s[0]
+            return apply_jit(params, x, s)
+
+        return act_recurrent
+
     def act(obs: Any) -> Any:
         """Greedy action for `obs [B, *obs_shape]` (-> `[B, ...]`) or one `obs [*obs_shape]`
         (-> `[...]`).
@@ -132,26 +224,7 @@ def host_act(
                 or a NaN/inf observation (checked unless `obs` is traced under jit/vmap).
             TypeError: an observation that is not real numbers.
         """
-        traced = isinstance(obs, jax.core.Tracer)
-        x = obs if traced else jnp.asarray(obs)
-        if not any(jnp.issubdtype(x.dtype, t) for t in (jnp.floating, jnp.integer, jnp.bool_)):
-            raise TypeError(f"act: the observation has dtype {x.dtype}; it must be real numbers")
-        shape = tuple(x.shape)
-        single = shape == obs_shape
-        if not single and not (len(shape) == len(obs_shape) + 1 and shape[1:] == obs_shape):
-            batch = "(" + ", ".join(["B", *map(str, obs_shape)]) + ")"
-            raise ValueError(
-                f"act: the observation has shape {shape}; this policy takes one observation "
-                f"[*obs_shape] = {obs_shape} or a batch [B, *obs_shape] = {batch}"
-            )
-        if not traced and jnp.issubdtype(x.dtype, jnp.inexact):
-            bad = ~np.isfinite(np.asarray(x))
-            if bad.any():
-                at = tuple(int(i) for i in np.argwhere(bad)[0])
-                raise ValueError(
-                    f"act: the observation holds NaN or inf (at index {at}); no action is "
-                    "defined for it, so it is refused"
-                )
+        x, single = _checked_obs(obs, obs_shape)
         if single:
             return jax.tree.map(lambda a: a[0], apply_jit(params, x[None]))
         return apply_jit(params, x)

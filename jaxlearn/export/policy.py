@@ -28,10 +28,11 @@ from jaxlearn.export.network import (
     normalizer_defaults,
     observation_stats,
     param_template,
+    state_size,
 )
 from jaxlearn.export.record import (
+    ABSENT,
     FORMAT,
-    FORMAT_2_ABSENT,
     PARAMS_FILE,
     POLICY_FIELDS,
     SPEC_FILE,
@@ -59,14 +60,21 @@ class ExportedPolicy(NamedTuple):
             function behind `act` (observation normalisation included, nothing checked).
         env_params: the env parameters the policy was trained on (the env's `EnvParams`;
             for a run with a curriculum, those of its stage at the exported checkpoint).
+        initial_state: for a recurrent policy (`core: gru`), `initial_state(batch=None)`:
+            the core state every episode starts from, zeros `[batch, H]` (`[H]` for
+            None); None for a feed-forward policy. A recurrent policy's `act` and `apply`
+            then carry it: `act(obs, state) -> (action, state)`, `apply(params, obs,
+            state) -> (action, state)`; reset the rows of envs whose episode ended
+            (`jnp.where(done[:, None], policy.initial_state(B), state)`).
     """
 
-    act: Callable[[Any], Any]
+    act: Callable[..., Any]
     params: Any
     spec: dict[str, Any]
     network: Any
-    apply: Callable[[Any, Any], Any]
+    apply: Callable[..., Any]
     env_params: Any = None
+    initial_state: Callable[..., Any] | None = None
 
 
 def save_policy(
@@ -149,7 +157,6 @@ def save_policy(
 
     data = flax.serialization.to_bytes(params)
     fields = {f: getattr(algo_cfg, f) for f in POLICY_FIELDS[algo]}
-    fields["hidden_sizes"] = list(fields["hidden_sizes"])
     spec = {
         "format": FORMAT,
         "algo": algo,
@@ -186,14 +193,14 @@ def _config_from_spec(spec: dict[str, Any], where: str) -> Any:
     algo = spec["algo"]
     cls = config_class(algo)
     fields = dict(spec["config"])
-    if spec["format"] == 2:  # written before these existed: the config's defaults hold
-        fields.update({k: None for k in FORMAT_2_ABSENT if k not in fields})
+    absent = set(ABSENT.get(spec["format"], ())) - set(fields)  # the config's defaults hold
     unknown = sorted(set(fields) - set(POLICY_FIELDS[algo]))
-    missing = sorted(set(POLICY_FIELDS[algo]) - set(fields))
+    missing = sorted(set(POLICY_FIELDS[algo]) - set(fields) - absent)
     if unknown or missing:
         raise ValueError(f"{where}: config fields unknown {unknown}, missing {missing}")
-    if isinstance(fields.get("hidden_sizes"), list):
-        fields["hidden_sizes"] = tuple(fields["hidden_sizes"])
+    for name in ("hidden_sizes", "cnn_channels", "cnn_kernels", "cnn_strides", "obs_mask"):
+        if isinstance(fields.get(name), list):  # JSON has no tuples
+            fields[name] = tuple(fields[name])
     known = {f.name for f in dataclasses.fields(cls)}
     try:
         return cls(**{k: v for k, v in fields.items() if k in known})
@@ -286,9 +293,16 @@ def load_policy(path: str) -> ExportedPolicy:
     trained_on = env_params
     if "env_params" in spec:  # format 3
         trained_on = env_params_from_record(spec["env_params"], env_params, where)
-    apply = apply_fn(act_greedy, spec["observation_normalization"])
-    act = host_act(jax.jit(apply), params, obs_shape)
-    return ExportedPolicy(act, params, spec, network, apply, trained_on)
+    size = state_size(network)
+    apply = apply_fn(act_greedy, spec["observation_normalization"], recurrent=size > 0)
+    act = host_act(jax.jit(apply), params, obs_shape, size)
+    initial = None
+    if size:
+
+        def initial(batch: int | None = None) -> jax.Array:
+            return jnp.zeros((size,) if batch is None else (batch, size), jnp.float32)
+
+    return ExportedPolicy(act, params, spec, network, apply, trained_on, initial)
 
 
 def _signed(record: Mapping[str, Any]) -> bool:

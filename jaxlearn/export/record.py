@@ -1,9 +1,13 @@
 """`policy.json`, the record of an exported policy: its fields, reading it, checking them.
 
-Format 3 (written now) adds `env_params`: the full env parameters the policy was trained
-on (a run's checkpoint at its curriculum stage), and the config field `env_params` (the
-overrides its env was built with). Format 2 exports still load (their env parameters are
-those their config builds); format 1 is refused (not hashed).
+Format 4 (written now) adds the network fields beyond the MLP: the torso (`torso`,
+`cnn_channels`, `cnn_kernels`, `cnn_strides`, `layer_norm`) and, for PPO, the recurrent
+core (`core`, `core_size`) and the observation mask (`obs_mask`). Format 3 added
+`env_params`: the full env parameters the policy was trained on (a run's checkpoint at its
+curriculum stage), and the config field `env_params` (the overrides its env was built with).
+Formats 2 and 3 still load (what they lack takes the config's defaults: an MLP without a
+core or a mask, and for format 2 the env parameters its config builds); format 1 is refused
+(not hashed).
 """
 
 from __future__ import annotations
@@ -20,11 +24,12 @@ import numpy as np
 
 from jaxlearn.checkpoint import record_hash, signature_problem
 
-FORMAT = 3  # 2: no env_params (still read); 1: not hashed, params hash optional (refused)
-READABLE_FORMATS = (2, 3)
+FORMAT = 4  # 3: MLP only (still read); 2: no env_params (still read); 1: not hashed (refused)
+READABLE_FORMATS = (2, 3, 4)
 SPEC_FILE = "policy.json"
 PARAMS_FILE = "params.msgpack"
 
+_TORSO_FIELDS = ("torso", "cnn_channels", "cnn_kernels", "cnn_strides", "layer_norm")
 # Config fields that define the network and the action mapping, per algorithm.
 POLICY_FIELDS = {
     "ppo": (
@@ -37,10 +42,18 @@ POLICY_FIELDS = {
         "log_std_init",
         "policy",
         "normalize_observations",
+        *_TORSO_FIELDS,
+        "core",
+        "core_size",
+        "obs_mask",
     ),
-    "dqn": ("env", "env_kwargs", "env_params", "hidden_sizes", "activation"),
+    "dqn": ("env", "env_kwargs", "env_params", "hidden_sizes", "activation", *_TORSO_FIELDS),
 }
-FORMAT_2_ABSENT = ("env_params",)  # fields (record and config) that format 2 did not have
+# Fields (record and config) that older formats did not have: the config's defaults hold.
+ABSENT = {
+    2: ("env_params", *_TORSO_FIELDS, "core", "core_size", "obs_mask"),
+    3: (*_TORSO_FIELDS, "core", "core_size", "obs_mask"),
+}
 
 
 # Fields every policy.json holds (PPO adds `policy_kind`; `source` is optional).
@@ -180,7 +193,7 @@ def check_spec(spec: dict[str, Any], where: str) -> None:
         raise ValueError(f"{where}: algo={algo!r} is invalid: known {sorted(POLICY_FIELDS)}")
     required = set(SPEC_FIELDS) | ({"policy_kind"} if algo == "ppo" else set())
     if spec["format"] == 2:
-        required -= set(FORMAT_2_ABSENT)
+        required.discard("env_params")
     missing = sorted(required - set(spec))
     unknown = sorted(set(spec) - required - {"source"})
     if missing or unknown:

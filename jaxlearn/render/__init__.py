@@ -38,6 +38,7 @@ from matplotlib.figure import Figure, SubplotParams
 
 from jaxlearn.envs.cooperative import Cooperative
 from jaxlearn.envs.exploration import Exploration
+from jaxlearn.envs.masking import MaskObservation
 from jaxlearn.envs.navigation import Navigation
 from jaxlearn.envs.registry import make
 from jaxlearn.envs.setup import base_env, make_curriculum
@@ -111,8 +112,10 @@ def check_path(path: str) -> str:
     return suffix[1:]
 
 
-def _rollout(act, env, env_params, key, max_steps: int):
+def _rollout(act, env, env_params, key, max_steps: int, core_state=None):
     """One episode of `act` in a `lax.scan` of `max_steps` steps; frozen once it ends.
+    With `core_state` (`[1, H]`), `act(obs, h) -> (action, h)` carries it through the
+    episode (a recurrent policy).
 
     Returns the initial state, the states after each step `[max_steps, ...]`, rewards
     `[max_steps]` and `active` `[max_steps]` (the step belongs to the episode).
@@ -121,8 +124,13 @@ def _rollout(act, env, env_params, key, max_steps: int):
     obs, state = env.reset(k_reset, env_params)
 
     def body(carry, t):
-        obs, state, done = carry
-        action = jax.tree.map(lambda a: a[0], act(jax.tree.map(lambda o: o[None], obs)))
+        obs, state, done, h = carry
+        batch = jax.tree.map(lambda o: o[None], obs)
+        if h is None:
+            action = act(batch)
+        else:
+            action, h = act(batch, h)
+        action = jax.tree.map(lambda a: a[0], action)
         # step_env, not step: keep the state the episode ends in (step would auto-reset)
         obs2, state2, reward, terminated, _ = env.step_env(
             jax.random.fold_in(k_step, t), state, action, env_params
@@ -132,9 +140,9 @@ def _rollout(act, env, env_params, key, max_steps: int):
         state2 = jax.tree.map(keep, state2, state)
         obs2 = jax.tree.map(keep, obs2, obs)
         reward = jnp.where(done, 0.0, jnp.asarray(reward, jnp.float32))
-        return (obs2, state2, done | ended), (state2, reward, ~done)
+        return (obs2, state2, done | ended, h), (state2, reward, ~done)
 
-    carry = (obs, state, jnp.bool_(False))
+    carry = (obs, state, jnp.bool_(False), core_state)
     _, (states, rewards, active) = jax.lax.scan(body, carry, jnp.arange(max_steps))
     return state, states, rewards, active
 
@@ -145,16 +153,19 @@ def collect_episodes(
     env_params: Any,
     keys: jax.Array,
     max_steps: int | None = None,
+    core_state: Any = None,
 ) -> list[tuple[Any, np.ndarray]]:
     """Run one episode of `act` per key (one jitted, vmapped `lax.scan`); bring them to the host.
 
     Args:
         act: `obs [B, *obs_shape] -> action [B, ...]` (e.g. `load_policy(...).act`); it is
-            called with B = 1.
+            called with B = 1. With `core_state`, `act(obs, state) -> (action, state)`.
         env: an unwrapped gymnax-style env (`jaxlearn.make(name)[0]`).
         env_params: its params.
         keys: `[E]` PRNG keys, one episode each.
         max_steps: step limit; default the env's episode length (`default_max_steps`).
+        core_state: a recurrent policy's state `[1, H]` every episode starts from
+            (`policy.initial_state(1)`); None for a feed-forward `act`.
 
     Returns:
         Per episode `(states, rewards)`: the NumPy state pytree with a leading axis of
@@ -165,7 +176,7 @@ def collect_episodes(
         max_steps = int(default_max_steps(env_params))
     if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
         raise ValueError(f"collect_episodes: max_steps={max_steps!r} must be an int >= 1")
-    run = jax.jit(jax.vmap(lambda k: _rollout(act, env, env_params, k, max_steps)))
+    run = jax.jit(jax.vmap(lambda k: _rollout(act, env, env_params, k, max_steps, core_state)))
     first, states, rewards, active = jax.device_get(run(keys))
     out = []
     for e in range(len(active)):
@@ -245,8 +256,19 @@ def render(
     return count
 
 
+def _on_unmasked(policy: ExportedPolicy) -> tuple[Any, Any]:
+    """`(act, core_state)` of `policy` taking the unmasked env's observations (its
+    `obs_mask` applied first); `core_state` is None unless the policy is recurrent."""
+    keep = policy.spec["config"].get("obs_mask")
+    view = (lambda obs: obs) if keep is None else (lambda obs: obs[..., jnp.asarray(keep)])  # noqa: E731
+    if policy.initial_state is None:
+        return (lambda obs: policy.act(view(obs))), None
+    return (lambda obs, h: policy.act(view(obs), h)), policy.initial_state(1)
+
+
 def _policy_and_env(source: Any, checkpoint: Any, seed_index: int):
-    """`(act, env, env_params)` from a run folder, an export folder or an ExportedPolicy."""
+    """`(act, core_state, env, env_params)` from a run folder, an export folder or an
+    ExportedPolicy; `env` is unwrapped (renderable), `act` takes its observations."""
     if isinstance(source, ExportedPolicy):
         policy = source
     elif isinstance(source, str) and os.path.isfile(os.path.join(source, "policy.json")):
@@ -254,6 +276,7 @@ def _policy_and_env(source: Any, checkpoint: Any, seed_index: int):
     else:
         run = load_run(source, checkpoint)
         env, env_params = base_env(run.algo_cfg)
+        env = env.unwrapped if isinstance(env, MaskObservation) else env
         c_state = getattr(run.state, "curriculum", None)
         curriculum = make_curriculum(run.algo_cfg, env, env_params)
         if curriculum is not None and c_state is not None:
@@ -263,10 +286,10 @@ def _policy_and_env(source: Any, checkpoint: Any, seed_index: int):
             out = os.path.join(tmp, "policy")
             export_from_run(source, out, seed_index, checkpoint=run.step)
             policy = load_policy(out)
-        return policy.act, env, env_params
+        return (*_on_unmasked(policy), env, env_params)
     cfg = policy.spec["config"]
     env, env_params = make(cfg["env"], **(cfg.get("env_kwargs") or {}))
-    return policy.act, env, env_params
+    return (*_on_unmasked(policy), env, env_params)
 
 
 def render_episodes(
@@ -299,10 +322,10 @@ def render_episodes(
     check_path(path)  # before restoring anything
     if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
         raise ValueError(f"render_episodes: episodes={episodes!r} must be an int >= 1")
-    act, env, env_params = _policy_and_env(source, checkpoint, seed_index)
+    act, core_state, env, env_params = _policy_and_env(source, checkpoint, seed_index)
     renderer_for(env)  # fail before running episodes
     keys = jax.random.split(jax.random.key(seed), episodes)
-    runs = collect_episodes(act, env, env_params, keys, max_steps)
+    runs = collect_episodes(act, env, env_params, keys, max_steps, core_state)
     so_far = [np.concatenate([[0.0], np.cumsum(rewards)]) for _, rewards in runs]
     frames = render(env, env_params, [s for s, _ in runs], path, returns=so_far, fps=fps)
     return {
