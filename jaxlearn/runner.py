@@ -95,7 +95,15 @@ def run(
         folder = rundir.create(out, run_cfg, algo_cfg)
     with folder:
         return _train(
-            folder, run_cfg, algo_cfg, learner, devices, None, log, stop_after_chunks, source,
+            folder,
+            run_cfg,
+            algo_cfg,
+            learner,
+            devices,
+            None,
+            log,
+            stop_after_chunks,
+            source,
             memory,
         )
 
@@ -224,7 +232,15 @@ def _train(
     with messages.diverted_to(orbax_log) as orbax:  # a failed write's tracebacks go there
         try:
             return loop.train(
-                folder, run_cfg, algo_cfg, learner, place, mode, log, stop_after_chunks, source,
+                folder,
+                run_cfg,
+                algo_cfg,
+                learner,
+                place,
+                mode,
+                log,
+                stop_after_chunks,
+                source,
                 memory,
             )
         except RunInterrupted:

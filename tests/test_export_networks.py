@@ -157,3 +157,21 @@ def test_a_format_3_export_loads_as_the_mlp_it_was(tmp_path):
     _rewrite(path, lambda s: s.update(format=4))  # format 4 needs them
     with pytest.raises(ValueError, match=r"config fields unknown \[\], missing \['cnn_channels'"):
         load_policy(path)
+
+
+def test_a_stacked_lstm_export_carries_both_layers_cells_and_hidden_states(tmp_path):
+    cfg = PPOConfig(**{**GRU, "core": "lstm"}, core_layers=2)
+    params = _params(make_ppo_learner(cfg))
+    save_policy(str(tmp_path / "p"), "ppo", cfg, params)
+    policy = load_policy(str(tmp_path / "p"))
+    assert policy.spec["config"]["core_layers"] == 2
+    state = policy.initial_state(6)
+    assert state.shape == (6, 2 * 2 * 8)  # per layer: the cell, then the hidden state
+    obs_seq = np.random.default_rng(3).normal(0.0, 2.0, (5, 6, 2)).astype(np.float32)
+    got = []
+    for obs in obs_seq:
+        action, state = policy.act(obs, state)
+        got.append(np.asarray(action))
+    want, h = _reference_actions(cfg, params, obs_seq, jnp.zeros((6, 32)))
+    np.testing.assert_array_equal(np.stack(got), want)
+    np.testing.assert_allclose(np.asarray(state), np.asarray(h), rtol=1e-6, atol=1e-6)

@@ -4,18 +4,17 @@ An exported policy is a directory (never overwritten) with two files:
 
 - `policy.json`: `format`, `algo`, only the config fields that define the network and how
   its outputs become env actions (PPO: `env`, `env_kwargs`, `hidden_sizes`, `activation`,
-  `action_squash`, `log_std_init`, `policy`, `normalize_observations`, `core`,
-  `core_size`, `obs_mask`; DQN: `env`, `env_kwargs`, `hidden_sizes`, `activation`; both:
+  `action_squash`, `log_std_init`, `policy`, `normalize_observations`, `core`, `core_size`,
+  `core_layers`, `obs_mask`; DQN: `env`, `env_kwargs`, `hidden_sizes`, `activation`; both:
   the torso (`torso`, `cnn_channels`, `cnn_kernels`, `cnn_strides`, `layer_norm`) and
   `env_params`, the overrides the env was built with), the observation shape and dtype
-  (after `obs_mask`), the action
-  space, the parameter count, the SHA-256 of `params.msgpack`, for PPO trained with
-  `normalize_observations` the frozen observation mean/variance applied before the network,
-  the env parameters the policy was trained on (`env_params`, every parameter of the env's
-  `EnvParams`: for a run with a curriculum, its stage at the exported checkpoint; `load_policy`
-  gives them back as `policy.env_params`), where it came from (`source`, optional), and the
-  record's seal: `signed`, `sha256` (of every other field, as a checkpoint record's) and
-  `hmac`;
+  (after `obs_mask`), the action space, the parameter count, the SHA-256 of
+  `params.msgpack`, for PPO trained with `normalize_observations` the frozen observation
+  mean/variance applied before the network, the env parameters the policy was trained on
+  (`env_params`, every parameter of the env's `EnvParams`: for a run with a curriculum, its
+  stage at the exported checkpoint; `load_policy` gives them back as `policy.env_params`),
+  where it came from (`source`, optional), and the record's seal: `signed`, `sha256` (of
+  every other field, as a checkpoint record's) and `hmac`;
 - `params.msgpack`: `flax.serialization.to_bytes` of one seed's network parameters.
 
     save_policy("cartpole_policy", "ppo", cfg, params)

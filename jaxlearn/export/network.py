@@ -56,7 +56,7 @@ def param_template(network: Any, env: Any, env_params: Any) -> Any:
     space = env.observation_space(env_params)
     dtype = jnp.dtype(space.dtype)
     if isinstance(network, RecurrentActorCritic):  # state [B, H], obs [T, B, ...], reset [T, B]
-        state = jax.ShapeDtypeStruct((1, network.core_size), jnp.float32)
+        state = jax.ShapeDtypeStruct((1, network.state_size), jnp.float32)
         obs = jax.ShapeDtypeStruct((1, 1, *tuple(space.shape)), dtype)
         reset = jax.ShapeDtypeStruct((1, 1), jnp.bool_)
         return jax.eval_shape(network.init, jax.random.key(0), state, obs, reset)
@@ -65,8 +65,8 @@ def param_template(network: Any, env: Any, env_params: Any) -> Any:
 
 
 def state_size(network: Any) -> int:
-    """The size H of a recurrent network's core state; 0 for a feed-forward network."""
-    return network.core_size if isinstance(network, RecurrentActorCritic) else 0
+    """The width S of a recurrent network's core state; 0 for a feed-forward network."""
+    return network.state_size if isinstance(network, RecurrentActorCritic) else 0
 
 
 def check_fits(params: Any, template: Any, where: str) -> None:

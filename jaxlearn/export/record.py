@@ -2,9 +2,10 @@
 
 Format 4 (written now) adds the network fields beyond the MLP: the torso (`torso`,
 `cnn_channels`, `cnn_kernels`, `cnn_strides`, `layer_norm`) and, for PPO, the recurrent
-core (`core`, `core_size`) and the observation mask (`obs_mask`). Format 3 added
-`env_params`: the full env parameters the policy was trained on (a run's checkpoint at its
-curriculum stage), and the config field `env_params` (the overrides its env was built with).
+core (`core`, `core_size`, `core_layers`) and the observation mask (`obs_mask`). Format 3
+added `env_params`: the full env parameters the policy was trained on (a run's checkpoint at
+its curriculum stage), and the config field `env_params` (the overrides its env was built
+with).
 Formats 2 and 3 still load (what they lack takes the config's defaults: an MLP without a
 core or a mask, and for format 2 the env parameters its config builds); format 1 is refused
 (not hashed).
@@ -45,14 +46,15 @@ POLICY_FIELDS = {
         *_TORSO_FIELDS,
         "core",
         "core_size",
+        "core_layers",
         "obs_mask",
     ),
     "dqn": ("env", "env_kwargs", "env_params", "hidden_sizes", "activation", *_TORSO_FIELDS),
 }
 # Fields (record and config) that older formats did not have: the config's defaults hold.
 ABSENT = {
-    2: ("env_params", *_TORSO_FIELDS, "core", "core_size", "obs_mask"),
-    3: (*_TORSO_FIELDS, "core", "core_size", "obs_mask"),
+    2: ("env_params", *_TORSO_FIELDS, "core", "core_size", "core_layers", "obs_mask"),
+    3: (*_TORSO_FIELDS, "core", "core_size", "core_layers", "obs_mask"),
 }
 
 

@@ -1,4 +1,4 @@
-"""Recurrent PPO (`core: gru`): the core, the replay of stored sequences, the learner, and a
+"""Recurrent PPO (`core: gru | lstm`): the cores, the replay of stored sequences, the learner, and a
 learning run on CartPole without its velocities."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from jaxlearn.algos.ppo import PPOConfig, make_learner, make_train
 from jaxlearn.algos.ppo.recurrent import RecurrentPPOState, make_recurrent_policy
 from jaxlearn.config import ConfigError, from_dict
 from jaxlearn.envs.setup import base_env
-from jaxlearn.recurrent import GRUCore
+from jaxlearn.recurrent import Core, state_size
 
 TINY = dict(
     core="gru",
@@ -26,10 +26,14 @@ TINY = dict(
 )
 
 
-def _gru_reference(params, h, xs):
+def _sig(v):
+    return 1.0 / (1.0 + np.exp(-v))
+
+
+def _gru_reference(params, h, xs, cell="cell"):
     """A GRU step in NumPy (flax.linen.GRUCell's equations), for the core's reference."""
-    p = jax.tree.map(np.asarray, params["params"]["gru"]["cell"])
-    sig = lambda v: 1.0 / (1.0 + np.exp(-v))
+    p = jax.tree.map(np.asarray, params["params"]["gru"][cell])
+    sig = _sig
     out = []
     for x in xs:
         r = sig(x @ p["ir"]["kernel"] + p["ir"]["bias"] + h @ p["hr"]["kernel"])
@@ -43,7 +47,7 @@ def _gru_reference(params, h, xs):
 
 
 def test_gru_core_matches_numpy_and_resets_where_told():
-    core = GRUCore(5)
+    core = Core(5)
     t, b, d = 6, 3, 4
     xs = jax.random.normal(jax.random.key(0), (t, b, d))
     h0 = jax.random.normal(jax.random.key(1), (b, 5))
@@ -59,6 +63,61 @@ def test_gru_core_matches_numpy_and_resets_where_told():
     h_b, ref_b = _gru_reference(params, np.zeros(5, np.float32), np.asarray(xs[3:, 1]))
     np.testing.assert_allclose(ys[:, 1], np.concatenate([ref_a, ref_b]), atol=1e-5)
     np.testing.assert_allclose(h[1], h_b, atol=1e-5)
+
+
+def _lstm_reference(params, c, h, xs):
+    """An LSTM step in NumPy (the standard equations over flax.linen.LSTMCell's parameters:
+    input/forget/output gates, a tanh candidate; biases wherever flax keeps them)."""
+    p = jax.tree.map(np.asarray, params["params"]["lstm"]["cell"])
+    lin = lambda g, x, h: (  # noqa: E731
+        x @ p["i" + g]["kernel"]
+        + p["i" + g].get("bias", 0.0)
+        + h @ p["h" + g]["kernel"]
+        + p["h" + g].get("bias", 0.0)
+    )
+    out = []
+    for x in xs:
+        i, f, o = _sig(lin("i", x, h)), _sig(lin("f", x, h)), _sig(lin("o", x, h))
+        c = f * c + i * np.tanh(lin("g", x, h))
+        h = o * np.tanh(c)
+        out.append(h)
+    return c, h, np.stack(out)
+
+
+def test_lstm_core_matches_numpy_and_carries_cell_then_hidden_state():
+    core = Core(5, "lstm")
+    t, b, d = 6, 3, 4
+    xs = jax.random.normal(jax.random.key(0), (t, b, d))
+    s0 = jax.random.normal(jax.random.key(1), (b, state_size("lstm", 5)))
+    assert s0.shape == (b, 10)
+    reset = np.zeros((t, b), bool)
+    reset[2, 0] = True
+    params = core.init(jax.random.key(2), s0, xs, reset)
+    s, ys = jax.jit(core.apply)(params, s0, xs, reset)
+    c1, h1, ref1 = _lstm_reference(params, np.asarray(s0[1, :5]), np.asarray(s0[1, 5:]), xs[:, 1])
+    np.testing.assert_allclose(ys[:, 1], ref1, atol=1e-5)
+    np.testing.assert_allclose(s[1], np.concatenate([c1, h1]), atol=1e-5)
+    # env 0 restarts from zeros (cell and hidden) at step 2
+    zero = np.zeros(5, np.float32)
+    c0, h0, ref0 = _lstm_reference(params, zero, zero, np.asarray(xs[2:, 0]))
+    np.testing.assert_allclose(ys[2:, 0], ref0, atol=1e-5)
+    np.testing.assert_allclose(s[0], np.concatenate([c0, h0]), atol=1e-5)
+
+
+def test_stacked_gru_feeds_each_layer_the_one_below():
+    core = Core(4, "gru", layers=2)
+    t, b, d = 5, 2, 3
+    xs = jax.random.normal(jax.random.key(0), (t, b, d))
+    s0 = jax.random.normal(jax.random.key(1), (b, 8))
+    reset = np.zeros((t, b), bool)
+    params = core.init(jax.random.key(2), s0, xs, reset)
+    assert set(params["params"]["gru"]) == {"cell", "cell_1"}
+    s, ys = jax.jit(core.apply)(params, s0, xs, reset)
+    for e in range(b):
+        h_low, low = _gru_reference(params, np.asarray(s0[e, :4]), np.asarray(xs[:, e]))
+        h_top, top = _gru_reference(params, np.asarray(s0[e, 4:]), low, cell="cell_1")
+        np.testing.assert_allclose(ys[:, e], top, atol=1e-5)
+        np.testing.assert_allclose(s[e], np.concatenate([h_low, h_top]), atol=1e-5)
 
 
 def test_replaying_a_stored_sequence_reproduces_the_rollout():
@@ -96,18 +155,21 @@ def test_replaying_a_stored_sequence_reproduces_the_rollout():
     assert not np.allclose(lp_no_reset[2, 4:], lp[2, 4:], atol=1e-5)
 
 
-def test_learner_carries_the_core_state_and_resets_it_on_episode_ends():
-    cfg = PPOConfig(**TINY, obs_mask=(0, 2))
+@pytest.mark.parametrize(
+    "core, layers, width", [("gru", 1, 8), ("lstm", 2, 32)], ids=["gru", "lstm x2"]
+)
+def test_learner_carries_the_core_state_and_resets_it_on_episode_ends(core, layers, width):
+    cfg = PPOConfig(**{**TINY, "core": core}, core_layers=layers, obs_mask=(0, 2))
     learner = make_learner(cfg)
     state = learner.init(jax.random.key(0), learner.hparams)
     assert isinstance(state, RecurrentPPOState)
-    assert state.hidden.shape == (4, 8) and bool(state.first.all())
+    assert state.hidden.shape == (4, width) and bool(state.first.all())
     state, metrics = jax.jit(learner.update)(state, learner.hparams)
     assert all(np.isfinite(np.asarray(v)).all() for v in metrics.values())
     assert float(metrics["episode_count"]) > 0  # random CartPole episodes are short
     # the carried state is the core's output after the last step, and `first` marks the
     # envs whose episode ended there (their state is reset before the next step)
-    assert state.hidden.shape == (4, 8) and np.abs(np.asarray(state.hidden)).sum() > 0
+    assert state.hidden.shape == (4, width) and np.abs(np.asarray(state.hidden)).sum() > 0
     assert state.first.dtype == jnp.bool_ and state.first.shape == (4,)
     out = jax.jit(learner.greedy_episodes, static_argnums=2)(state, jax.random.key(1), 3)
     assert out["returns"].shape == (3,) and bool(out["done"].all())
@@ -124,8 +186,9 @@ def test_mlp_path_is_untouched_by_the_core_fields():
 @pytest.mark.parametrize(
     "values, field",
     [
-        ({"core": "lstm"}, "core"),
+        ({"core": "transformer"}, "core"),
         ({"core": "gru", "core_size": 0}, "core_size"),
+        ({"core": "lstm", "core_layers": 0}, "core_layers"),
         ({"core": "gru", "num_envs": 4, "num_minibatches": 8}, "num_minibatches"),
         ({"core": "gru", "lora_rank": 2}, "lora_rank"),
     ],
@@ -209,8 +272,8 @@ def test_sweeps_search_the_core_one_program_per_choice():
         )
     }
     assert len(keys) == 3
-    bad = {**raw, "space": {"core": {"choices": ["gru", "lstm"]}}}
-    with pytest.raises(ValueError, match=r"sweep\.space\.core: the value 'lstm'"):
+    bad = {**raw, "space": {"core": {"choices": ["gru", "rnn"]}}}
+    with pytest.raises(ValueError, match=r"sweep\.space\.core: the value 'rnn'"):
         sweep.spec_from_dict(bad)
 
 
@@ -237,10 +300,3 @@ def test_gru_solves_masked_cartpole_where_the_mlp_cannot():
     assert gru_returns.mean(axis=1).min() >= 475, gru_returns
     mlp_returns = _greedy_returns(mlp, 1)
     assert mlp_returns.mean() < 200, mlp_returns
-
-
-def test_export_refuses_a_recurrent_policy_with_the_reason():
-    from jaxlearn.export.network import greedy_network
-
-    with pytest.raises(ValueError, match=r"core='gru'.*recurrent policy is not supported"):
-        greedy_network("ppo", PPOConfig(**TINY))

@@ -59,7 +59,7 @@ class PPOConfig(EnvConfig):
     # low-rank adapters on every Dense layer (0: off); with them only the adapters train
     lora_rank: int = 0
     lora_alpha: float = 1.0  # adapter output scale is lora_alpha / lora_rank
-    # none | gru: a recurrent core between the MLP torso and the heads (memory); the update
+    # none | gru | lstm: a recurrent core between the MLP torso and the heads (memory); the update
     # then replays whole env sequences (minibatches over envs, not time steps)
     core: str = "none"
     # mlp | cnn: convolutions over [H, W, C] grid observations (MinAtar) before the MLP
@@ -68,7 +68,8 @@ class PPOConfig(EnvConfig):
     cnn_kernels: tuple[int, ...] = (3,)  # square kernel side per conv layer (VALID padding)
     cnn_strides: tuple[int, ...] = (1,)  # stride per conv layer
     layer_norm: bool = False  # LayerNorm after each conv layer (torso: cnn)
-    core_size: int = 128  # the GRU's state size (core: gru)
+    core_size: int = 128  # units per recurrent layer (core: gru | lstm)
+    core_layers: int = 1  # recurrent layers stacked (core: gru | lstm)
     # keep only these components of a 1-D observation (e.g. [0, 2]: CartPole without the
     # velocities); none keeps all (jaxlearn.envs.masking)
     obs_mask: tuple[int, ...] | None = None
@@ -108,6 +109,7 @@ class PPOConfig(EnvConfig):
     def _check_core(self, name: str) -> None:
         check_choice(self, "core", CORES)
         check_positive_int(self, "core_size")
+        check_positive_int(self, "core_layers")
         if self.core == "none":
             return
         if self.num_envs % self.num_minibatches:

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxlearn.networks import ACTIVATIONS, CNN, MLP, dense, flatten_obs, orthogonal
-from jaxlearn.recurrent import GRUCore
+from jaxlearn.recurrent import Core, state_size
 
 
 class ActorCritic(nn.Module):
@@ -82,23 +82,31 @@ class ActorCritic(nn.Module):
 
 
 class RecurrentActorCritic(nn.Module):
-    """An MLP torso, a GRU core (`jaxlearn.recurrent.GRUCore`), then policy and value heads
-    (one hidden layer each), over time-major sequences.
+    """An MLP torso, a recurrent core (`jaxlearn.recurrent.Core`: GRU or LSTM, stacked
+    `core_layers` deep), then policy and value heads (one hidden layer each), over
+    time-major sequences.
 
-    `__call__(state [B, H], obs [T, B, *obs_shape], reset [T, B])` returns
-    `(state [B, H], (policy_out, value [T, B]))`, `policy_out` as in `ActorCritic` (logits,
-    or a Gaussian's mean and log-std). Acting is the same call with T = 1.
+    `__call__(state [B, S], obs [T, B, *obs_shape], reset [T, B])` returns
+    `(state [B, S], (policy_out, value [T, B]))` (`S = state_size`), `policy_out` as in
+    `ActorCritic` (logits, or a Gaussian's mean and log-std). Acting is the same call with T = 1.
     """
 
     action_dim: int
     discrete: bool
     core_size: int = 128
+    core_kind: str = "gru"
+    core_layers: int = 1
     obs_ndim: int = 1
     hidden_sizes: Sequence[int] = (64, 64)
     activation: str = "tanh"
     log_std_init: float = 0.0
     torso: str = "mlp"  # mlp | cnn, as in ActorCritic
     cnn: tuple = ()
+
+    @property
+    def state_size(self) -> int:
+        """Width `S` of the carried state."""
+        return state_size(self.core_kind, self.core_size, self.core_layers)
 
     @nn.compact
     def __call__(self, state: jax.Array, obs: jax.Array, reset: jax.Array):
@@ -108,7 +116,8 @@ class RecurrentActorCritic(nn.Module):
         else:
             obs = flatten_obs(obs, self.obs_ndim)
         x = MLP(self.hidden_sizes, self.activation, name="torso")(obs)
-        state, y = GRUCore(self.core_size, name="core")(state, x, reset)
+        core = Core(self.core_size, self.core_kind, self.core_layers, name="core")
+        state, y = core(state, x, reset)
         width = self.hidden_sizes[-1]
         a = act(dense(width, kernel_init=orthogonal(math.sqrt(2.0)), name="actor_hidden")(y))
         out = dense(self.action_dim, kernel_init=orthogonal(0.01), name="policy_head")(a)

@@ -36,7 +36,7 @@ from jaxlearn.config import fail
 from jaxlearn.envs.setup import with_reward_weights
 from jaxlearn.envs.wrappers import observation_normalizer
 from jaxlearn.evaluation import run_episodes
-from jaxlearn.recurrent import initial_state
+from jaxlearn.recurrent import initial_state, state_size
 
 
 @struct.dataclass
@@ -49,7 +49,8 @@ class RecurrentPPOState:
     obs: jax.Array  # [num_envs, *obs_shape]
     key: jax.Array
     update_step: jax.Array  # [] int32 updates done so far
-    hidden: jax.Array  # [num_envs, core_size] core state before `obs` (not yet reset)
+    # [num_envs, S] core state before `obs`, not yet reset (S: jaxlearn.recurrent.state_size)
+    hidden: jax.Array
     first: jax.Array  # [num_envs] bool: `obs` starts an episode (reset `hidden` on it)
     curriculum: Any = None
 
@@ -93,6 +94,8 @@ def make_recurrent_policy(config: PPOConfig, env: Any, env_params: Any) -> Recur
         action_dim=space.n if discrete else spaces.flat_dim(space),
         discrete=discrete,
         core_size=config.core_size,
+        core_kind=config.core,
+        core_layers=config.core_layers,
         obs_ndim=len(obs_shape),
         hidden_sizes=tuple(config.hidden_sizes),
         activation=config.activation,
@@ -162,7 +165,8 @@ def make_recurrent_learner(config: PPOConfig, data_shards: int = 1) -> Learner:
     env = stack.env
     policy = make_recurrent_policy(config, env, stack.params)
     num_updates = config.num_updates
-    n_envs, size = config.num_envs, config.core_size
+    n_envs = config.num_envs
+    size = state_size(config.core, config.core_size, config.core_layers)
 
     def init(key: jax.Array, hparams: PPOHParams) -> RecurrentPPOState:
         del hparams
