@@ -211,16 +211,18 @@ def test_a_sweep_writes_results_plot_and_a_ready_best_config(tmp_path):
 
 @pytest.mark.slow
 def test_each_architecture_compiles_once_and_trials_match_the_same_config_alone(tmp_path):
+    # two architectures (one hidden layer of 8 or 16 units): each compiles once, and five
+    # trials over two architectures share at least one program
     spec = _spec(
-        space={"num_layers": {"choices": [1, 2]}, "units": {"choices": [8, 16]}},
+        space={"units": {"choices": [8, 16]}},
         sampler="random",
         pruner="none",
-        num_trials=6,
-        batch_size=6,
+        num_trials=5,
+        batch_size=5,
     )
     sw = sweep.Sweep(spec, sweep.new_sweep(spec, str(tmp_path / "a")), log=lambda s: None)
     summary = sw.run()
-    archs = {(t.params["num_layers"], t.params["units"]) for t in sw.study.get_trials() if t.params}
+    archs = {t.params["units"] for t in sw.study.get_trials() if t.params}
     assert len(sw.programs) == len(archs)  # one program per architecture
     assert summary["compiles"] == sum(len(p.lane_counts) for p in sw.programs.values())
     # a trial's result does not depend on what else shared its batch
@@ -232,6 +234,17 @@ def test_each_architecture_compiles_once_and_trials_match_the_same_config_alone(
 
     alone = float(np.nanmean(final_returns(jax.device_get(metrics), 0.05)))
     assert alone == pytest.approx(t.value, rel=1e-4)
+
+
+def test_num_layers_and_units_build_hidden_sizes_and_fix_the_program():
+    spec = _spec(space={"num_layers": {"choices": [1, 2]}, "units": {"choices": [8, 16]}})
+    key = lambda p: sweep.static_key(sweep.static_config(spec, sweep.trial_config(spec, p)))  # noqa: E731
+    assert sweep.trial_config(spec, {"num_layers": 2, "units": 8}).hidden_sizes == (8, 8)
+    assert sweep.trial_config(spec, {"num_layers": 1, "units": 16}).hidden_sizes == (16,)
+    keys = {key({"num_layers": n, "units": u}) for n in (1, 2) for u in (8, 16)}
+    assert len(keys) == 4  # each architecture is its own program
+    with_lr = {"num_layers": 2, "units": 8, "learning_rate": 3e-3}
+    assert key(with_lr) == key({"num_layers": 2, "units": 8})  # data does not change it
 
 
 class _PruneOdd(optuna.pruners.BasePruner):
