@@ -281,9 +281,10 @@ MASKED = dict(obs_mask=(0, 2), num_envs=8, num_steps=128, num_minibatches=4, hid
 
 
 def _greedy_returns(cfg, num_seeds):
-    """Train `num_seeds` seeds (vmapped, keys split from key(0)); 16 greedy episodes each."""
+    """Train the first `num_seeds` of the 2 seeds split from key(0) (vmapped); 16 greedy
+    episodes each."""
     learner = make_learner(cfg)
-    keys = jax.random.split(jax.random.key(0), num_seeds)
+    keys = jax.random.split(jax.random.key(0), 2)[:num_seeds]
     state, _ = jax.jit(jax.vmap(make_train(cfg)))(keys)
     ev = jax.vmap(learner.greedy_episodes, in_axes=(0, None, None))
     return np.asarray(jax.jit(ev, static_argnums=2)(state, jax.random.key(1), 16)["returns"])
@@ -292,11 +293,12 @@ def _greedy_returns(cfg, num_seeds):
 @pytest.mark.slow
 def test_gru_solves_masked_cartpole_where_the_mlp_cannot():
     """CartPole with only cart position and pole angle (`obs_mask: [0, 2]`), 300k steps,
-    lr 1e-3: both GRU seeds' greedy episodes all reach 500; the MLP's mean stays below 200
-    (measured: GRU 500/500 on both seeds, MLP 42.6)."""
+    lr 1e-3: the GRU's greedy episodes reach 475 on seed 0; the MLP's mean stays below 200
+    on the same seed (measured: GRU 500 on both of 2 seeds, MLP 42.6; one seed each here
+    to stay within CI's time)."""
     gru = PPOConfig(**MASKED, core="gru", core_size=64, learning_rate=1e-3, total_timesteps=300_000)
     mlp = PPOConfig(**MASKED, learning_rate=1e-3, total_timesteps=300_000)
-    gru_returns = _greedy_returns(gru, 2)
+    gru_returns = _greedy_returns(gru, 1)
     assert gru_returns.mean(axis=1).min() >= 475, gru_returns
     mlp_returns = _greedy_returns(mlp, 1)
     assert mlp_returns.mean() < 200, mlp_returns
