@@ -34,10 +34,13 @@ def test_ppo_cartpole_worst_of_4_seeds_solves_it():
 
 
 @pytest.mark.slow
-def test_ppo_pendulum_clearly_improves():
-    # Random play scores about -1200; the bar is -400 (seed 0 measured about -240).
-    per_seed = _train("ppo_pendulum.yaml")
-    assert per_seed.mean() >= -400.0, per_seed
+def test_ppo_pendulum_worst_of_4_seeds_learns():
+    # The first 4 seeds of `scripts/results.py`, vmapped. Random play scores about -1200.
+    # With tanh-squashed actions they end at -175.6, -173.5, -167.1, -172.9 (training
+    # return); with actions clipped at the bounds (the old config) the 4th ended at -526.
+    run_cfg, cfg = resolve_config(config_file=os.path.join(EXPERIMENTS, "ppo_pendulum.yaml"))
+    r = results.train_config("ppo_pendulum", run_cfg, cfg, num_seeds=4, eval_episodes=8)
+    assert r.train.min() >= -250.0, (r.train, r.greedy)
 
 
 @pytest.mark.slow
