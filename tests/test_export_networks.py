@@ -175,3 +175,18 @@ def test_a_stacked_lstm_export_carries_both_layers_cells_and_hidden_states(tmp_p
     want, h = _reference_actions(cfg, params, obs_seq, jnp.zeros((6, 32)))
     np.testing.assert_array_equal(np.stack(got), want)
     np.testing.assert_allclose(np.asarray(state), np.asarray(h), rtol=1e-6, atol=1e-6)
+
+
+def test_a_runs_act_takes_and_returns_the_core_state_of_a_recurrent_policy(gru_policy):
+    from jaxlearn.api import Run
+
+    _, _, policy = gru_policy
+    run = Run.__new__(Run)  # a run whose best checkpoint's policy is already loaded
+    run._policies = {(0, "best"): policy}
+    obs = np.random.default_rng(4).normal(0.0, 2.0, (5, 2)).astype(np.float32)
+    with pytest.raises(ValueError, match=r"recurrent \(core: gru\): pass its core state"):
+        run.act(obs)
+    action, state = run.act(obs, state=policy.initial_state(5))
+    want_action, want_state = policy.act(obs, policy.initial_state(5))
+    np.testing.assert_array_equal(np.asarray(action), np.asarray(want_action))
+    np.testing.assert_array_equal(np.asarray(state), np.asarray(want_state))
