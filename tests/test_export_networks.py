@@ -59,21 +59,29 @@ def _reference_actions(cfg, params, obs_seq, h0):
     return np.stack(out), h
 
 
+def _acts_like_the_network(cfg, params, policy, obs_seq):
+    """Step `policy.act` over `obs_seq` [T, B, ...] from its initial state; the actions and
+    the final state must be the network's, stepped by hand. Returns the actions [T, B]."""
+    batch = obs_seq.shape[1]
+    state, got = policy.initial_state(batch), []
+    for obs in obs_seq:
+        action, state = policy.act(obs, state)
+        got.append(np.asarray(action))
+    want, h = _reference_actions(cfg, params, obs_seq, policy.initial_state(batch))
+    np.testing.assert_array_equal(np.stack(got), want)
+    np.testing.assert_allclose(np.asarray(state), np.asarray(h), rtol=1e-6, atol=1e-6)
+    return got
+
+
 def test_a_recurrent_export_carries_its_core_state(gru_policy):
     cfg, params, policy = gru_policy
     assert policy.spec["config"]["core"] == "gru" and policy.spec["config"]["obs_mask"] == [0, 2]
     assert policy.spec["observation_shape"] == [2]  # the mask is part of the policy's env
     rng = np.random.default_rng(0)
     obs_seq = rng.normal(0.0, 2.0, (12, 32, 2)).astype(np.float32)
-    state = policy.initial_state(32)
-    assert state.shape == (32, 8) and not np.asarray(state).any()
-    got = []
-    for obs in obs_seq:
-        action, state = policy.act(obs, state)
-        got.append(np.asarray(action))
-    want, h = _reference_actions(cfg, params, obs_seq, jnp.zeros((32, 8)))
-    np.testing.assert_array_equal(np.stack(got), want)
-    np.testing.assert_allclose(np.asarray(state), np.asarray(h), rtol=1e-6, atol=1e-6)
+    assert policy.initial_state(32).shape == (32, 8)
+    assert not np.asarray(policy.initial_state(32)).any()
+    got = _acts_like_the_network(cfg, params, policy, obs_seq)
     # the state matters: the same observations from a fresh state act differently somewhere
     fresh, _ = policy.act(obs_seq[-1], policy.initial_state(32))
     assert not np.array_equal(np.asarray(fresh), got[-1])
@@ -165,16 +173,9 @@ def test_a_stacked_lstm_export_carries_both_layers_cells_and_hidden_states(tmp_p
     save_policy(str(tmp_path / "p"), "ppo", cfg, params)
     policy = load_policy(str(tmp_path / "p"))
     assert policy.spec["config"]["core_layers"] == 2
-    state = policy.initial_state(6)
-    assert state.shape == (6, 2 * 2 * 8)  # per layer: the cell, then the hidden state
+    assert policy.initial_state(6).shape == (6, 2 * 2 * 8)  # per layer: cell, then hidden
     obs_seq = np.random.default_rng(3).normal(0.0, 2.0, (5, 6, 2)).astype(np.float32)
-    got = []
-    for obs in obs_seq:
-        action, state = policy.act(obs, state)
-        got.append(np.asarray(action))
-    want, h = _reference_actions(cfg, params, obs_seq, jnp.zeros((6, 32)))
-    np.testing.assert_array_equal(np.stack(got), want)
-    np.testing.assert_allclose(np.asarray(state), np.asarray(h), rtol=1e-6, atol=1e-6)
+    _acts_like_the_network(cfg, params, policy, obs_seq)
 
 
 def test_a_runs_act_takes_and_returns_the_core_state_of_a_recurrent_policy(gru_policy):
