@@ -59,8 +59,8 @@ class Run:
 
     def act(self, obs: Any, seed_index: int = 0, state: Any = None) -> Any:
         """Greedy action(s) of seed `seed_index` (best checkpoint) for `obs`, batched
-        `[B, *obs_shape]` or unbatched `[*obs_shape]`. A recurrent policy (`core: gru`)
-        takes its core `state` (`[B, H]`, or `[H]`; each episode starts from
+        `[B, *obs_shape]` or unbatched `[*obs_shape]`. A recurrent policy (`core: gru` or
+        `lstm`) takes its core `state` (`[B, S]`, or `[S]`; each episode starts from
         `self.policy(seed_index).initial_state(B)`) and returns `(action, state)`."""
         policy = self.policy(seed_index)
         if policy.initial_state is None:
@@ -69,7 +69,8 @@ class Run:
             return policy.act(obs)
         if state is None:
             raise ValueError(
-                "act: this run's policy is recurrent (core: gru): pass its core state, "
+                f"act: this run's policy is recurrent (core: {policy.spec['config']['core']}): "
+                "pass its core state, "
                 "starting each episode from run.policy(seed_index).initial_state(B), and "
                 "carry the state it returns"
             )

@@ -57,7 +57,7 @@ class _ResetStep(nn.Module):
         for i in range(self.layers):
             s = state[:, i * width : (i + 1) * width]
             name = "cell" if i == 0 else f"cell_{i}"
-            # our LAPACK-free orthogonal init (see jaxlearn.networks.orthogonal), as flax's
+            # flax's default orthogonal recurrent init, ours (LAPACK-free: jaxlearn.networks)
             if self.kind == "gru":
                 cell = nn.GRUCell(self.size, recurrent_kernel_init=orthogonal(), name=name)
                 s, y = cell(s, y)

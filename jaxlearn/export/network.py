@@ -64,7 +64,7 @@ def param_template(network: Any, env: Any, env_params: Any) -> Any:
     return jax.eval_shape(network.init, jax.random.key(0), dummy)
 
 
-def state_size(network: Any) -> int:
+def core_state_width(network: Any) -> int:
     """The width S of a recurrent network's core state; 0 for a feed-forward network."""
     return network.state_size if isinstance(network, RecurrentActorCritic) else 0
 

@@ -22,13 +22,13 @@ from jaxlearn.export.network import (
     check_finite_params,
     check_fits,
     config_class,
+    core_state_width,
     count,
     greedy_network,
     host_act,
     normalizer_defaults,
     observation_stats,
     param_template,
-    state_size,
 )
 from jaxlearn.export.record import (
     ABSENT,
@@ -43,6 +43,7 @@ from jaxlearn.export.record import (
     json_default,
     read_spec,
 )
+from jaxlearn.recurrent import initial_state
 from jaxlearn.rundir import load_run
 
 
@@ -60,12 +61,13 @@ class ExportedPolicy(NamedTuple):
             function behind `act` (observation normalisation included, nothing checked).
         env_params: the env parameters the policy was trained on (the env's `EnvParams`;
             for a run with a curriculum, those of its stage at the exported checkpoint).
-        initial_state: for a recurrent policy (`core: gru`), `initial_state(batch=None)`:
-            the core state every episode starts from, zeros `[batch, H]` (`[H]` for
-            None); None for a feed-forward policy. A recurrent policy's `act` and `apply`
-            then carry it: `act(obs, state) -> (action, state)`, `apply(params, obs,
-            state) -> (action, state)`; reset the rows of envs whose episode ended
-            (`jnp.where(done[:, None], policy.initial_state(B), state)`).
+        initial_state: for a recurrent policy (`core: gru` or `lstm`),
+            `initial_state(batch=None)`: the core state every episode starts from, zeros
+            `[batch, S]` (`[S]` for None; `jaxlearn.recurrent.state_size`); None for a
+            feed-forward policy. A recurrent policy's `act` and `apply` then carry it:
+            `act(obs, state) -> (action, state)`, `apply(params, obs, state) -> (action,
+            state)`; reset the rows of envs whose episode ended (`jnp.where(done[:, None],
+            policy.initial_state(B), state)`).
     """
 
     act: Callable[..., Any]
@@ -293,14 +295,15 @@ def load_policy(path: str) -> ExportedPolicy:
     trained_on = env_params
     if "env_params" in spec:  # format 3
         trained_on = env_params_from_record(spec["env_params"], env_params, where)
-    size = state_size(network)
+    size = core_state_width(network)
     apply = apply_fn(act_greedy, spec["observation_normalization"], recurrent=size > 0)
     act = host_act(jax.jit(apply), params, obs_shape, size)
     initial = None
     if size:
 
         def initial(batch: int | None = None) -> jax.Array:
-            return jnp.zeros((size,) if batch is None else (batch, size), jnp.float32)
+            zeros = initial_state(1 if batch is None else batch, size)
+            return zeros[0] if batch is None else zeros
 
     return ExportedPolicy(act, params, spec, network, apply, trained_on, initial)
 

@@ -31,6 +31,8 @@ SPEC_FILE = "policy.json"
 PARAMS_FILE = "params.msgpack"
 
 _TORSO_FIELDS = ("torso", "cnn_channels", "cnn_kernels", "cnn_strides", "layer_norm")
+# The fields format 4 added (PPO; DQN has the torso only).
+_FORMAT_4_FIELDS = (*_TORSO_FIELDS, "core", "core_size", "core_layers", "obs_mask")
 # Config fields that define the network and the action mapping, per algorithm.
 POLICY_FIELDS = {
     "ppo": (
@@ -43,18 +45,14 @@ POLICY_FIELDS = {
         "log_std_init",
         "policy",
         "normalize_observations",
-        *_TORSO_FIELDS,
-        "core",
-        "core_size",
-        "core_layers",
-        "obs_mask",
+        *_FORMAT_4_FIELDS,
     ),
     "dqn": ("env", "env_kwargs", "env_params", "hidden_sizes", "activation", *_TORSO_FIELDS),
 }
 # Fields (record and config) that older formats did not have: the config's defaults hold.
 ABSENT = {
-    2: ("env_params", *_TORSO_FIELDS, "core", "core_size", "core_layers", "obs_mask"),
-    3: (*_TORSO_FIELDS, "core", "core_size", "core_layers", "obs_mask"),
+    2: ("env_params", *_FORMAT_4_FIELDS),
+    3: _FORMAT_4_FIELDS,
 }
 
 
