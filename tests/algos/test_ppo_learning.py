@@ -45,10 +45,10 @@ def test_ppo_pendulum_worst_of_4_seeds_learns():
 
 @pytest.mark.slow
 def test_64_seeds_train_in_one_vmapped_call():
-    per_seed = _train("ppo_cartpole.yaml", num_seeds=64, total_timesteps=100_000)
+    per_seed = _train("ppo_cartpole.yaml", num_seeds=64, total_timesteps=50_000)
     assert per_seed.shape == (64,)
     assert np.all(np.isfinite(per_seed))
-    # Random play on CartPole scores about 22; after 100k steps most seeds are far above
-    # (measured on the 2-core CPU: median 266, worst of the 64 seeds 199).
+    # Random play on CartPole scores about 22; after 50k steps most seeds are far above
+    # (measured on the 2-core CPU: median 210, worst of the 64 seeds 163; 55 s in all).
     assert np.median(per_seed) >= 150.0, per_seed
     assert len(set(np.round(per_seed, 3))) > 1, "seeds must differ"
