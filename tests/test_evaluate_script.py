@@ -135,6 +135,7 @@ def test_damaged_checkpoint_exit_2(run_dir, tmp_path):
     assert re.search(r"^error: checkpoint step 16 .* is damaged", r.stderr, re.M), r.stderr
 
 
+@pytest.mark.slow  # the script end to end: evaluates and renders a GIF
 def test_render_writes_one_frame_per_state_of_a_greedy_episode(main, capsys, run_dir, tmp_path):
     from PIL import Image, ImageSequence
 

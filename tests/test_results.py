@@ -81,6 +81,7 @@ def test_stats_and_band_against_numpy():
     assert np.isnan(mean) and np.isnan(worst) and best == 500.0
 
 
+@pytest.mark.slow  # the script end to end: trains, evaluates, writes files
 def test_smoke_run_writes_table_csv_and_plot(experiments, tmp_path, capsys):
     out = tmp_path / "out"
     argv = ["--experiments", str(experiments), "--out", str(out), "--only", "tiny_ppo"]
@@ -123,6 +124,7 @@ def test_references_name_their_return_kind():
     assert results.reference_text("no_such_config") == "-"
 
 
+@pytest.mark.slow  # the script end to end: trains, evaluates, writes files
 def test_a_run_of_some_configs_keeps_the_other_rows(experiments, tmp_path):
     out = tmp_path / "out"
     argv = ["--experiments", str(experiments), "--out", str(out), "--seeds", "1"]
