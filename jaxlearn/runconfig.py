@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Mapping
 from typing import Any
 
 from jaxlearn import algos, resources
@@ -14,6 +15,7 @@ from jaxlearn.config import (
     check_nonnegative_int,
     check_positive_int,
     check_range,
+    field_names,
     from_dict,
     load_yaml,
     to_dict,
@@ -106,9 +108,23 @@ def resolve_config(
         algo_cfg = from_dict(config_cls, algo_values)
     except ValueError as e:
         if "unknown field" in str(e):
-            raise ValueError(f"{e}; run fields: {', '.join(RUN_FIELDS)}") from None
+            others = _other_algos(algo_values, run_cfg.algo)
+            raise ValueError(f"{e}; run fields: {', '.join(RUN_FIELDS)}{others}") from None
         raise
     return run_cfg, algo_cfg
+
+
+def _other_algos(values: Mapping[str, Any], algo: str) -> str:
+    """`; core is a ppo field, not a dqn one` for the unknown fields another algo has."""
+    own = field_names(algos.ALGOS[algo][0])
+    notes = []
+    for k in values:
+        if k in own:
+            continue
+        owners = [name for name, (cls, _) in algos.ALGOS.items() if k in field_names(cls)]
+        if owners:
+            notes.append(f"{k} is a {'/'.join(owners)} field, not a {algo} one")
+    return "".join(f"; {n}" for n in notes)
 
 
 def resolved(run_cfg: RunConfig, algo_cfg: Any) -> dict[str, Any]:

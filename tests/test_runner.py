@@ -54,6 +54,10 @@ def test_resolve_config_coerces_cli_strings_and_layers_sources(tmp_path):
     "overrides,match",
     [
         ({"bogus": 1}, r"unknown field\(s\) \['bogus'\]; allowed fields: env, .*; run fields: "),
+        (  # a field of another algorithm says whose it is
+            {"algo": "dqn", "core": "gru"},
+            r"DQNConfig: unknown field\(s\) \['core'\].*; core is a ppo field, not a dqn one$",
+        ),
         ({"algo": "a2c"}, r"RunConfig.algo='a2c' is invalid: must be one of \[.*'ppo'"),
         ({"num_envs": "four"}, r"PPOConfig.num_envs: 'four' is not an integer"),
         ({"anneal_lr": "maybe"}, r"not a boolean"),
