@@ -56,9 +56,11 @@ def test_ppo_navigation3d_curriculum_reaches_advanced():
 
 @pytest.mark.slow
 def test_ppo_exploration_curriculum_advances_on_coverage():
+    # Seed 0 at 120k steps: ADVANCED, coverage 0.88 over the last 5% of updates (an episode
+    # ends at 0.90 covered; issue 22's bar is 0.9 within 1M steps, docs/tasks.md).
     learner, state, metrics = _train("exploration.yaml", total_timesteps=120_000)
-    assert int(state.curriculum.stage) >= 1
-    assert final_episode_metrics(metrics)["coverage"] > 0.5
+    assert int(state.curriculum.stage) >= 2
+    assert final_episode_metrics(metrics)["coverage"] >= 0.8
 
 
 @pytest.mark.slow
