@@ -247,6 +247,23 @@ def test_num_layers_and_units_build_hidden_sizes_and_fix_the_program():
     assert key(with_lr) == key({"num_layers": 2, "units": 8})  # data does not change it
 
 
+def test_the_torso_is_searchable_one_program_per_network():
+    # torso is a static choice like units: each network its own program, the trial configs
+    # checked against the env's grid like train.py's (a bad choice exits before any trial)
+    grid = {"env": "Breakout-MinAtar", "total_timesteps": 2048, "num_envs": 4, "hidden_sizes": [16]}
+    space = {"torso": {"choices": ["mlp", "cnn"]}, "units": {"choices": [8, 16]}}
+    spec = _spec(config={**grid, "cnn_channels": [4]}, space=space)
+    key = lambda p: sweep.static_key(sweep.static_config(spec, sweep.trial_config(spec, p)))  # noqa: E731
+    cnn = sweep.trial_config(spec, {"torso": "cnn", "units": 8})
+    assert (cnn.torso, cnn.cnn_channels, cnn.hidden_sizes) == ("cnn", (4,), (8,))
+    keys = {key({"torso": t, "units": u}) for t in ("mlp", "cnn") for u in (8, 16)}
+    assert len(keys) == 4
+    with pytest.raises(ValueError, match=r"sweep\.space\.torso: the value 'resnet'"):
+        _spec(config=grid, space={"torso": {"choices": ["mlp", "resnet"]}})
+    with pytest.raises(ValueError, match=r"torso"):  # a CNN on CartPole's flat observation
+        _spec(space={"torso": {"choices": ["mlp", "cnn"]}})
+
+
 class _PruneOdd(optuna.pruners.BasePruner):
     """Prunes odd-numbered trials at their second report."""
 
