@@ -57,7 +57,8 @@ class _ResetStep(nn.Module):
         for i in range(self.layers):
             s = state[:, i * width : (i + 1) * width]
             name = "cell" if i == 0 else f"cell_{i}"
-            # flax's default orthogonal recurrent init, ours (LAPACK-free: jaxlearn.networks)
+            # an orthogonal recurrent init as flax's default, but ours (jaxlearn.networks
+            # .orthogonal: no LAPACK QR)
             if self.kind == "gru":
                 cell = nn.GRUCell(self.size, recurrent_kernel_init=orthogonal(), name=name)
                 s, y = cell(s, y)

@@ -260,7 +260,8 @@ def test_the_torso_is_searchable_one_program_per_network():
     assert len(keys) == 4
     with pytest.raises(ValueError, match=r"sweep\.space\.torso: the value 'resnet'"):
         _spec(config=grid, space={"torso": {"choices": ["mlp", "resnet"]}})
-    with pytest.raises(ValueError, match=r"torso"):  # a CNN on CartPole's flat observation
+    flat = r"sweep\.space\.torso: the value 'cnn' .* grid observation; got \(4,\)"
+    with pytest.raises(ValueError, match=flat):  # a CNN on CartPole's flat observation
         _spec(space={"torso": {"choices": ["mlp", "cnn"]}})
 
 
