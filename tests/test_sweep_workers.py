@@ -69,6 +69,43 @@ def test_two_workers_on_one_study_propose_distinct_parameters(tmp_path):
     assert sorted(seeds) == list(range(12))  # trial seeds stay the trial numbers
 
 
+GRID = {
+    "learning_rate": {"choices": [1e-3, 3e-3]},
+    "ent_coef": {"low": 0.0, "high": 0.02, "step": 0.01},
+}
+
+
+def test_a_grid_sweep_trains_every_point_once_even_interrupted(tmp_path):
+    spec = _spec(sampler="grid", space=GRID, num_trials=6)
+    left_out = {"config": {"total_timesteps": 2048}, "space": GRID, "sampler": "grid"}
+    assert spec.num_trials == 6 and sweep.spec_from_dict(left_out).num_trials == 6
+    folder = sweep.new_sweep(spec, str(tmp_path / "sw"))
+    s = sweep.Sweep(spec, folder)
+    got = _ask_and_finish(s, 2)
+    s._ask()  # left RUNNING: the process is interrupted here
+    resumed = sweep.Sweep(spec, folder)
+    assert resumed.recover() == 1
+    got += _ask_and_finish(resumed, 4)
+    points = {
+        (("ent_coef", e), ("learning_rate", lr)) for lr in (1e-3, 3e-3) for e in (0.0, 0.01, 0.02)
+    }
+    assert set(got) == points and len(got) == 6  # the interrupted point ran again, no other twice
+    assert resumed._counted() == spec.num_trials
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ({"num_trials": 4}, "sweep.num_trials=4 is invalid: sampler grid trains each of the 6"),
+        ({"space": SPACE}, "sweep.space.learning_rate=.*sampler grid needs choices or a step"),
+        ({"space": {"ent_coef": {"low": 0.0, "high": 1.0, "step": 1e-5}}}, "at most 10000"),
+    ],
+)
+def test_a_grid_needs_a_finite_space_and_its_own_trial_count(extra, message):
+    with pytest.raises(ConfigError, match=message):
+        _spec(sampler="grid", **{"space": GRID, **extra})
+
+
 def _open_study(args):
     spec_db, folder = args
     spec = _spec(storage=spec_db)

@@ -38,7 +38,7 @@ Spec (YAML, see `experiments/sweeps/`):
     num_trials: 32
     batch_size: 8                       # trials trained together
     seeds_per_trial: 1                  # the objective is the mean over these seeds
-    sampler: tpe                        # tpe | random
+    sampler: tpe                        # tpe | random | grid (every point once)
     pruner: median                      # median | hyperband | none
     space:
       learning_rate: {low: 1.0e-4, high: 1.0e-2, log: true}

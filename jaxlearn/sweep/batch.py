@@ -245,6 +245,8 @@ def _finish(spec, program, live: list[_Live], state, histories, study, outcomes)
         value = objective_value(spec, hist, eval_returns.get(t.trial.number))
         per_seed = final_returns(hist, spec.run_cfg.final_fraction)
         t.trial.set_user_attr("final_return_per_seed", [float(x) for x in per_seed])
+        extras = final_episode_metrics(hist, spec.run_cfg.final_fraction)  # success, ...
+        t.trial.set_user_attr("final_episode_metrics", {k: float(v) for k, v in extras.items()})
         n = t.trial.number
         if np.isfinite(value):
             study.tell(t.trial, value)

@@ -101,17 +101,22 @@ def write_reports(spec: SweepSpec, folder: str, study: optuna.Study, compiles: i
     Returns the summary."""
     trials = study.get_trials(deepcopy=False)
     names = [p.name for p in spec.space]
+    # a finished trial's final task metrics (success, collisions, ...), whatever the objective
+    metrics = sorted({k for t in trials for k in t.user_attrs.get("final_episode_metrics", {})})
     with open(os.path.join(folder, RESULTS_FILE), "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["number", "state", "value", "duration_s", "last_intermediate", *names])
+        w.writerow(
+            ["number", "state", "value", "duration_s", "last_intermediate", *names, *metrics]
+        )
         for t in trials:
             dur = t.duration.total_seconds() if t.duration is not None else ""
             last = (
                 t.intermediate_values[max(t.intermediate_values)] if t.intermediate_values else ""
             )
             value = "" if t.value is None else t.value
+            final = t.user_attrs.get("final_episode_metrics", {})
             row = [t.number, t.state.name, value, dur, last, *[t.params.get(n, "") for n in names]]
-            w.writerow(row)
+            w.writerow(row + [final.get(k, "") for k in metrics])
     counts = {
         "complete": sum(t.state == TrialState.COMPLETE for t in trials),
         "pruned": sum(t.state == TrialState.PRUNED for t in trials),

@@ -10,6 +10,7 @@ valid trial config). Errors are `ConfigError`/`ValueError` naming the field as
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -26,7 +27,8 @@ from jaxlearn.parallel import select_devices
 from jaxlearn.rundir import RunConfig, resolve_config
 from jaxlearn.sweep.trials import trial_config
 
-SAMPLERS = ("tpe", "random")
+SAMPLERS = ("tpe", "random", "grid")
+MAX_GRID_POINTS = 10_000  # a grid sampler trains every point: more is a typo, not a plan
 PRUNERS = ("median", "hyperband", "none")
 DIRECTIONS = ("maximize", "minimize")
 BASE_OBJECTIVES = ("final_return_mean", "eval_return")
@@ -56,6 +58,27 @@ class Param:
         return optuna.distributions.FloatDistribution(
             float(self.low), float(self.high), log=self.log, step=self.step
         )
+
+    def grid_values(self) -> list[Any]:
+        """Every value a grid sampler tries: the choices, or low..high by step."""
+        if self.kind == "categorical":
+            return list(self.choices)
+        if self.step is None:
+            raise _bad(
+                f"space.{self.name}",
+                {"low": self.low, "high": self.high},
+                "sampler grid needs choices or a step for every parameter",
+            )
+        count = int(math.floor((self.high - self.low) / self.step + 1e-9)) + 1
+        if count > MAX_GRID_POINTS:
+            raise _bad(
+                f"space.{self.name}.step",
+                self.step,
+                f"gives {count} grid values (at most {MAX_GRID_POINTS}); use a larger step",
+            )
+        if self.kind == "int":
+            return [int(self.low) + i * int(self.step) for i in range(count)]
+        return [round(float(self.low) + i * float(self.step), 12) for i in range(count)]
 
     def extremes(self) -> list[Any]:
         """Values that must all be valid (checked before anything runs)."""
@@ -133,7 +156,7 @@ class SweepSpec:
     space: tuple[Param, ...]
     objective: str = "final_return_mean"
     direction: str = "maximize"
-    num_trials: int = 16
+    num_trials: int = 16  # sampler grid: the number of grid points
     batch_size: int = 8
     seeds_per_trial: int = 1
     sampler: str = "tpe"
@@ -183,6 +206,30 @@ def lane_devices(value: Any) -> list:
         return select_devices("all" if value in (None, "auto") else value, num_seeds=1)
     except ValueError as e:
         raise ValueError(f"sweep.{e}") from None
+
+
+def grid(space: tuple[Param, ...]) -> dict[str, list[Any]]:
+    """The grid sampler's search space: every parameter's values."""
+    return {p.name: p.grid_values() for p in space}
+
+
+def _num_trials(raw: Mapping, space: tuple[Param, ...]) -> int:
+    """`num_trials` (default 16); with `sampler: grid`, the grid's size, which a given
+    value must equal (each point trains once; `seeds_per_trial` repeats it on more seeds)."""
+    if raw.get("sampler") != "grid":
+        return _int_field(raw, "num_trials", 16, 1)
+    points = math.prod(len(v) for v in grid(space).values())
+    if points > MAX_GRID_POINTS:
+        raise _bad("space", f"{points} grid points", f"sampler grid allows {MAX_GRID_POINTS}")
+    given = raw.get("num_trials", points)
+    if given != points:
+        raise _bad(
+            "num_trials",
+            given,
+            f"sampler grid trains each of the {points} grid points once: leave num_trials "
+            f"out or set it to {points} (seeds_per_trial repeats a point on more seeds)",
+        )
+    return points
 
 
 def _int_field(d: Mapping, key: str, default: int, low: int) -> int:
@@ -292,7 +339,7 @@ def spec_from_dict(raw: Mapping[str, Any], base_dir: str = ".") -> SweepSpec:
         space=space,
         objective=str(raw.get("objective", "final_return_mean")),
         direction=_choice_field(raw, "direction", "maximize", DIRECTIONS),
-        num_trials=_int_field(raw, "num_trials", 16, 1),
+        num_trials=_num_trials(raw, space),
         batch_size=_int_field(raw, "batch_size", 8, 1),
         seeds_per_trial=_int_field(raw, "seeds_per_trial", 1, 1),
         sampler=_choice_field(raw, "sampler", "tpe", SAMPLERS),

@@ -28,7 +28,7 @@ from jaxlearn.rundir import RunLock
 from jaxlearn.sweep import report
 from jaxlearn.sweep.batch import Outcome, Program, train_group
 from jaxlearn.sweep.folder import DB_FILE, SPEC_FILE, WORKER_FILE, is_sweep_folder, new_sweep
-from jaxlearn.sweep.spec import SweepSpec, lane_devices, spec_from_dict
+from jaxlearn.sweep.spec import SweepSpec, grid, lane_devices, spec_from_dict
 from jaxlearn.sweep.trials import static_config, static_key, trial_config
 
 HEARTBEAT_SECONDS = 60  # live trials are marked alive at least this often (between chunks)
@@ -44,6 +44,14 @@ def _requeue(study: Any, trial: Any) -> None:
             "retry_of": trial.number,
         },
     )
+
+
+class _Grid(optuna.samplers.GridSampler):
+    """Optuna's grid sampler without its `study.stop()` once the grid is covered, which
+    only works inside `Study.optimize`; the sweep stops at `num_trials` (the grid size)."""
+
+    def after_trial(self, study, trial, state, values) -> None:
+        pass
 
 
 class _creating:
@@ -127,6 +135,8 @@ class Sweep:
     def _sampler(self, seed: int) -> optuna.samplers.BaseSampler:
         if self.spec.sampler == "random":
             return optuna.samplers.RandomSampler(seed=seed)
+        if self.spec.sampler == "grid":  # one order for every worker: grid ids name points
+            return _Grid(grid(self.spec.space), seed=self.spec.seed)
         return optuna.samplers.TPESampler(
             seed=seed,
             multivariate=True,
