@@ -284,6 +284,33 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return out
 
 
+DOTTED_FIELDS = ("reward_weights", "env_kwargs", "env_params")  # `field.key` sets one key
+
+
+def merge_dotted(values: Mapping[str, Any]) -> dict[str, Any]:
+    """`reward_weights.collision: -2` (a YAML key or `--set reward_weights.collision=-2`) ->
+    that one key of the `reward_weights` mapping, the mapping's other keys kept; the same
+    for `env_kwargs.<name>` and `env_params.<name>`. Sweeps name reward weights this way."""
+    out = {k: v for k, v in values.items() if "." not in k}
+    for key, value in values.items():
+        if "." not in key:
+            continue
+        head, sub = key.split(".", 1)
+        if head not in DOTTED_FIELDS or not sub:
+            raise ConfigError(
+                f"{key}={value!r} is invalid: a dotted name sets one key of "
+                f"{', '.join(f'{f}.<name>' for f in DOTTED_FIELDS)}"
+            )
+        base = out.get(head) or {}
+        if isinstance(base, str):
+            base = _parse_inline(base, head)
+        if not isinstance(base, Mapping):
+            raise ConfigError(f"{head}: {base!r} is not a mapping (use {{key: value, ...}})")
+        parsed = _parse_inline(value, key) if isinstance(value, str) else value
+        out[head] = {**base, sub: parsed}
+    return out
+
+
 def parse_set(items: Iterable[str]) -> dict[str, str]:
     """Parse repeated `--set field=value` strings into a dict (values stay strings)."""
     out: dict[str, str] = {}

@@ -18,6 +18,7 @@ from jaxlearn.config import (
     field_names,
     from_dict,
     load_yaml,
+    merge_dotted,
     to_dict,
 )
 
@@ -91,15 +92,16 @@ def resolve_config(
     """Build (RunConfig, AlgoConfig) from an optional YAML file and overrides.
 
     The YAML file is flat: run fields (`algo`, `seed`, `num_seeds`, ...) and algorithm fields
-    side by side. Later sources win: file, then `overrides`. Unknown fields are errors that
+    side by side. Later sources win: file, then `overrides`; a dotted name such as
+    `reward_weights.collision` sets one key of that mapping (`config.merge_dotted`). Unknown fields are errors that
     list the allowed ones.
     """
     values: dict[str, Any] = {}
     if config_file is not None:
         if not os.path.isfile(config_file):
             raise ConfigError(f"--config {config_file!r}: no such file")
-        values.update(load_yaml(config_file, "--config"))
-    values.update(overrides or {})
+        values.update(merge_dotted(load_yaml(config_file, "--config")))
+    values = merge_dotted({**values, **(overrides or {})})  # a whole mapping, then its keys
     run_values = {k: v for k, v in values.items() if k in RUN_FIELDS}
     run_cfg = from_dict(RunConfig, run_values)
     config_cls, _ = algos.ALGOS[run_cfg.algo]

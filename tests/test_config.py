@@ -173,3 +173,22 @@ def test_total_timesteps_bounded_for_int32_counters(algo):
 def test_integer_fields_fit_int32():
     with pytest.raises(ConfigError, match=r"num_envs=4294967296 is invalid: .*at most 2147483647"):
         resolve(num_envs=2**32)
+
+
+def test_a_dotted_name_sets_one_key_of_a_mapping_and_later_sources_win(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "env: Cooperative-v0\nreward_weights: {collision: -2.0}\nreward_weights.formation: 1.0\n"
+        "env_kwargs: {num_agents: 3, comm_dim: 2}\n"
+    )
+    over = parse_set(["reward_weights.formation=4", "env_kwargs.num_agents=4"])
+    _, cfg = resolve_config(config_file=str(path), overrides=over)
+    assert cfg.reward_weights == {"collision": -2.0, "formation": 4.0}  # the file's key kept
+    assert cfg.env_kwargs == {"num_agents": 4, "comm_dim": 2}
+    # a whole mapping on the command line replaces the file's, its keys included
+    _, cfg = resolve_config(config_file=str(path), overrides={"reward_weights": "{base: 2.0}"})
+    assert cfg.reward_weights == {"base": 2.0}
+    with pytest.raises(ConfigError, match=r"foo.bar='1' is invalid: a dotted name sets one key"):
+        resolve_config(overrides=parse_set(["foo.bar=1"]))
+    with pytest.raises(ConfigError, match=r"reward_weights.formation='x' is invalid"):
+        resolve_config(config_file=str(path), overrides=parse_set(["reward_weights.formation=x"]))

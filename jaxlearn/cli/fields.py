@@ -208,7 +208,8 @@ def help_text(run_config: type, algo_configs: dict[str, type]) -> str:
     """The whole field reference: run fields, then each algorithm's fields."""
     intro = textwrap.fill(
         "config fields: set any of them with --set FIELD=VALUE (repeatable) or in a --config "
-        "YAML file (flat: run and algorithm fields side by side). 'data' marks a "
+        "YAML file (flat: run and algorithm fields side by side); reward_weights.NAME, "
+        "env_kwargs.NAME and env_params.NAME set one key of that mapping. 'data' marks a "
         "hyperparameter: it can differ between a sweep's trials without recompiling.",
         WIDTH,
     )
