@@ -93,8 +93,8 @@ def resolve_config(
 
     The YAML file is flat: run fields (`algo`, `seed`, `num_seeds`, ...) and algorithm fields
     side by side. Later sources win: file, then `overrides`; a dotted name such as
-    `reward_weights.collision` sets one key of that mapping (`config.merge_dotted`). Unknown fields are errors that
-    list the allowed ones.
+    `reward_weights.collision` sets one key of that mapping (`config.merge_dotted`).
+    Unknown fields are errors that list the allowed ones.
     """
     values: dict[str, Any] = {}
     if config_file is not None:
