@@ -191,7 +191,7 @@ def test_a_sweep_writes_results_plot_and_a_ready_best_config(tmp_path):
     config = {"env": "Exploration-v0", "total_timesteps": 2048, "num_envs": 4, "num_steps": 64}
     config.update(hidden_sizes=[16], final_fraction=0.5)  # the last 4 of 8 updates end episodes
     space = {"units": {"choices": [8, 16]}, "ent_coef": {"low": 0.0, "high": 0.05}}
-    spec = _spec(config=config, space=space)
+    spec = _spec(config=config, space=space, objective="coverage")  # a task metric
     out = str(tmp_path / "sw")
     summary = sweep.run(spec, out, log=lambda s: None)
     assert summary["trials"]["complete"] == 4
@@ -199,6 +199,7 @@ def test_a_sweep_writes_results_plot_and_a_ready_best_config(tmp_path):
     assert len(rows) == 4 and {r["state"] for r in rows} == {"COMPLETE"}
     for r in rows:  # each trial's final task metrics beside its objective
         assert 0.0 <= float(r["success"]) <= 1.0 and 0.0 < float(r["coverage"]) <= 1.0, r
+        assert float(r["value"]) == pytest.approx(float(r["coverage"])), r
         assert float(r["reward_exploration"]) > 0.0, r
     assert os.path.getsize(os.path.join(out, "objective.png")) > 0
     run_cfg, algo_cfg = resolve_config(config_file=os.path.join(out, "best_config.yaml"))
