@@ -33,6 +33,7 @@ import errno
 import fcntl
 import json
 import os
+import re
 import shutil
 import socket
 import uuid
@@ -258,8 +259,12 @@ class RunFolder:
 
 
 def default_path(algo: str, env: str) -> str:
+    """`runs/{algo}_{env}_{YYYYmmdd-HHMMSS}`, one folder name: an import-path env such as
+    `examples.reach_env:make` becomes `examples.reach_env-make` (no ':' or '/', which
+    TensorBoard's --logdir and other tools read as separators)."""
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return os.path.join("runs", f"{algo}_{env}_{stamp}")
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", env).strip("-.") or "env"
+    return os.path.join("runs", f"{algo}_{safe}_{stamp}")
 
 
 def create(out: str | None, run_cfg: RunConfig, algo_cfg: Any) -> RunFolder:

@@ -121,6 +121,20 @@ def test_default_folders_get_a_suffix_on_a_clash(tmp_path, monkeypatch):
     assert all(os.path.isfile(os.path.join(p, "config.yaml")) for p in paths)
 
 
+@pytest.mark.parametrize(
+    "env, name",
+    [
+        ("CartPole-v1", "ppo_CartPole-v1_"),
+        ("examples.reach_env:make", "ppo_examples.reach_env-make_"),
+        ("pkg/envs.py:Make Env", "ppo_pkg-envs.py-Make-Env_"),
+    ],
+)
+def test_a_default_folder_is_one_plain_name_whatever_the_env(env, name):
+    path = rundir.default_path("ppo", env)
+    assert os.path.dirname(path) == "runs" and os.path.basename(path).startswith(name), path
+    assert ":" not in path and len(os.path.basename(path)) == len(name) + len("20261202-030000")
+
+
 # ---- the lock ---------------------------------------------------------------------------------
 
 
