@@ -413,3 +413,16 @@ def test_trial_lanes_split_over_devices_give_the_one_device_results(tmp_path):
     )
     for n in ("0", "2"):
         assert split["values"][n] == pytest.approx(one["values"][n], rel=1e-4)
+
+
+def test_the_objective_is_the_mean_or_the_worst_seed_of_a_trial():
+    # two seeds, 20 updates: seed 0 ends every update with return 10, seed 1 with 30
+    count = np.ones((2, 20))
+    history = {"episode_count": count, "episode_return_sum": count * np.array([[10.0], [30.0]])}
+    values = {
+        objective: sweep.objective_value(_spec(objective=objective), history, None)
+        for objective in ("final_return_mean", "final_return_min")
+    }
+    assert values == {"final_return_mean": 20.0, "final_return_min": 10.0}
+    history["episode_count"] = count * np.array([[1.0], [0.0]])  # seed 1 never finishes
+    assert np.isnan(sweep.objective_value(_spec(objective="final_return_min"), history, None))

@@ -33,7 +33,7 @@ Spec (YAML, see `experiments/sweeps/`):
 
     base: ../ppo_cartpole.yaml       # a train.py config (relative to this file), optional
     config: {total_timesteps: 100000}  # field overrides on the base
-    objective: final_return_mean       # | eval_return | an episode metric: success, ...
+    objective: final_return_mean       # | final_return_min (worst seed) | eval_return | success
     direction: maximize
     num_trials: 32
     batch_size: 8                       # trials trained together

@@ -113,6 +113,8 @@ def objective_value(spec: SweepSpec, history: dict[str, np.ndarray], eval_return
     """A finished trial's objective from its metrics `[seeds, updates]` (and eval returns)."""
     if spec.objective == "final_return_mean":
         return float(np.nanmean(final_returns(history, spec.run_cfg.final_fraction)))
+    if spec.objective == "final_return_min":  # the worst of the trial's seeds (NaN counts)
+        return float(np.min(final_returns(history, spec.run_cfg.final_fraction)))
     if spec.objective == "eval_return":
         return float(np.mean(eval_returns))
     extras = final_episode_metrics(history, spec.run_cfg.final_fraction)

@@ -31,7 +31,7 @@ SAMPLERS = ("tpe", "random", "grid")
 MAX_GRID_POINTS = 10_000  # a grid sampler trains every point: more is a typo, not a plan
 PRUNERS = ("median", "hyperband", "none")
 DIRECTIONS = ("maximize", "minimize")
-BASE_OBJECTIVES = ("final_return_mean", "eval_return")
+BASE_OBJECTIVES = ("final_return_mean", "final_return_min", "eval_return")
 PARAM_KEYS = {"low", "high", "log", "step", "choices", "type"}
 SWEEP_SET_FIELDS = ("num_seeds", "devices", "init_from")  # the sweep decides these
 
