@@ -106,14 +106,15 @@ def resolve_config(
     run_cfg = from_dict(RunConfig, run_values)
     config_cls, _ = algos.ALGOS[run_cfg.algo]
     algo_values = {k: v for k, v in values.items() if k not in RUN_FIELDS}
-    try:
-        algo_cfg = from_dict(config_cls, algo_values)
-    except ValueError as e:
-        if "unknown field" in str(e):
-            others = _other_algos(algo_values, run_cfg.algo)
-            raise ValueError(f"{e}; run fields: {', '.join(RUN_FIELDS)}{others}") from None
-        raise
-    return run_cfg, algo_cfg
+    names = field_names(config_cls)
+    unknown = [k for k in algo_values if k not in names]
+    if unknown:
+        raise ConfigError(
+            f"{config_cls.__name__}: unknown field(s) {unknown}; allowed fields: "
+            f"{', '.join(names)}; run fields: {', '.join(RUN_FIELDS)}"
+            + _other_algos(algo_values, run_cfg.algo)
+        )
+    return run_cfg, from_dict(config_cls, algo_values)
 
 
 def _other_algos(values: Mapping[str, Any], algo: str) -> str:
