@@ -65,19 +65,22 @@ def test_ppo_exploration_curriculum_advances_on_coverage():
 
 @pytest.mark.slow
 def test_ppo_cooperative_team_reaches_goal_in_formation():
+    # cooperative.yaml (formation weight 4, learning rate 2e-3) shortened to 400k steps:
+    # measured on seed 0, success 0.999 and a mean formation score of 0.757 (the config's
+    # 2M steps: 0.79 over 2 seeds; before the formation cost, 0.52).
     _, _, metrics = _train("cooperative.yaml", total_timesteps=400_000)
     final = final_episode_metrics(metrics)
-    assert final["success"] >= 0.8, final
-    assert final["cooperation"] >= 0.4, final
+    assert final["success"] >= 0.9, final
+    assert final["cooperation"] >= 0.7, final
 
 
 @pytest.mark.slow
 def test_ppo_cooperative_team_learns_with_per_agent_discrete_moves():
     # Hybrid per agent: a Discrete(9) move for each agent (one shared policy, each agent's
-    # own logits) and a Box comm. Measured on seed 0 at 400k steps: success 1.00,
-    # cooperation 0.52 (2-core CPU).
+    # own logits) and a Box comm. Measured on seed 0 at 400k steps: success 0.999,
+    # cooperation 0.758 (2-core CPU).
     kwargs = {"num_agents": 3, "comm_dim": 2, "discrete_moves": True}
     _, _, metrics = _train("cooperative.yaml", total_timesteps=400_000, env_kwargs=kwargs)
     final = final_episode_metrics(metrics)
-    assert final["success"] >= 0.8, final
-    assert final["cooperation"] >= 0.4, final
+    assert final["success"] >= 0.9, final
+    assert final["cooperation"] >= 0.7, final
