@@ -1,4 +1,4 @@
-"""Deterministic evaluation: run a greedy policy for a fixed number of whole episodes.
+"""Evaluation: run a policy (greedy, or sampling its actions) for a fixed number of whole episodes.
 
 `run_episodes` is one pure function: `num_episodes` copies of an env run side by side (vmap),
 each for exactly one episode, in a `lax.while_loop` that stops when every episode is done or
@@ -12,7 +12,10 @@ or bind them with `functools.partial` and `jax.vmap` the result over `params` or
 
 Keys: `key_reset, key_step = jax.random.split(key)`; episode `i` resets with
 `jax.random.split(key_reset, num_episodes)[i]` and its step `t` (from 0) uses
-`jax.random.split(jax.random.fold_in(key_step, t), num_episodes)[i]`.
+`jax.random.split(jax.random.fold_in(key_step, t), num_episodes)[i]`. A sampling policy
+(`sampled=True`) draws the actions of step `t` with `jax.random.fold_in(key_act, t)`,
+`key_act = jax.random.fold_in(key, 1)`: greedy and sampled runs of one key start from the
+same states and see the same env randomness.
 """
 
 from __future__ import annotations
@@ -64,12 +67,14 @@ def run_episodes(
     num_episodes: int,
     max_steps: int | None = None,
     carry: Any = None,
+    *,
+    sampled: bool = False,
 ) -> dict[str, jax.Array]:
-    """Run `num_episodes` episodes of the deterministic policy `act` in parallel.
+    """Run `num_episodes` episodes of the policy `act` in parallel.
 
     Each episode runs until its first `terminated or truncated` (later auto-resets are
     ignored) or until `max_steps` steps. Static under jit: `act`, `env`, `num_episodes`,
-    `max_steps` (argnums 0, 2, 5, 6).
+    `max_steps` (argnums 0, 2, 5, 6) and `sampled`.
 
     Args:
         act: `(params, obs [E, *obs_shape]) -> action [E, ...]`, e.g. PPO's
@@ -86,6 +91,9 @@ def run_episodes(
         carry: a recurrent policy's initial state (e.g. `[E, H]`, one row per episode);
             `act` is then `(params, carry, obs) -> (carry, action)` and the state is carried
             from step to step (each episode runs once from it, so it is never reset).
+        sampled: `act` draws its actions and takes a key last: `(params, obs, key)`, or
+            `(params, carry, obs, key)`; one key per step for all episodes (the module
+            docstring says which).
 
     Returns:
         `returns` [E] float32 undiscounted, `lengths` [E] int32 steps, `done` [E] bool
@@ -106,15 +114,17 @@ def run_episodes(
 
     n = num_episodes
     key_reset, key_step = jax.random.split(key)
+    key_act = jax.random.fold_in(key, 1)
     obs, state = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(key_reset, n), env_params)
     vstep = jax.vmap(env.step, in_axes=(0, 0, 0, None))
 
     def step(t, obs, state, memory):
         keys = jax.random.split(jax.random.fold_in(key_step, t), n)
+        draw = (jax.random.fold_in(key_act, t),) if sampled else ()
         if memory is None:
-            action = act(params, obs)
+            action = act(params, obs, *draw)
         else:
-            memory, action = act(params, memory, obs)
+            memory, action = act(params, memory, obs, *draw)
         obs, state, reward, terminated, truncated, info = vstep(keys, state, action, env_params)
         done = jnp.logical_or(terminated, truncated).reshape(n)
         extras = T.episode_extras({**info, "episode_done": done})

@@ -85,6 +85,19 @@ def test_checkpoint_latest_and_step(main, capsys, run_dir):
     assert rc == 0 and json.loads(out)["seed"] == 5
 
 
+def test_sampled_policy_is_its_own_deterministic_evaluation(main, capsys, run_dir):
+    args = (run_dir, "--episodes", "8", "--checkpoint", "latest")
+    rc, out, _ = _call(main, capsys, *args)
+    greedy = json.loads(out)
+    rc2, out, err = _call(main, capsys, *args, "--policy", "sampled")
+    rc3, out3, _ = _call(main, capsys, *args, "--policy", "sampled")
+    assert rc == rc2 == rc3 == 0 and out == out3
+    sampled = json.loads(out)
+    assert greedy["policy"] == "greedy" and sampled["policy"] == "sampled"
+    assert "sampled episodes" in err
+    assert sampled["return_mean"] != greedy["return_mean"]
+
+
 @pytest.mark.parametrize(
     "args,match",
     [
@@ -93,6 +106,8 @@ def test_checkpoint_latest_and_step(main, capsys, run_dir):
         (["--seed", "-1"], "--seed '-1' is invalid"),
         (["--checkpoint", "newest"], "checkpoint='newest' is invalid"),
         (["--render", "episode.avi"], r"--render .*\.gif"),
+        (["--policy", "random"], "--policy 'random' is invalid: allowed values are greedy, samp"),
+        (["--render", "e.gif", "--policy", "sampled"], "allowed with --render: greedy"),
         (["--checkpoint", "9"], r"no checkpoint at step 9 .*available: \[8, 16\]"),
         (
             ["--episodes", "2000000000"],

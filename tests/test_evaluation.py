@@ -29,15 +29,26 @@ def _episode_key(key_step, t, n, i):
     return jax.random.split(jax.random.fold_in(key_step, t), n)[i]
 
 
-def reference_episode(act, env, env_params, key, num_episodes, i, max_steps):
-    """Episode `i` of `run_episodes`, stepped by hand: (return, length, done)."""
+def coin(params, obs, key):
+    """A sampling policy: a fair coin per episode, `[E, 4], key -> [E]` int32."""
+    return jax.random.bernoulli(key, 0.5, obs.shape[:1]).astype(jnp.int32)
+
+
+def reference_episode(act, env, env_params, key, num_episodes, i, max_steps, sampled=False):
+    """Episode `i` of `run_episodes`, stepped by hand: (return, length, done). A sampled
+    policy sees all `num_episodes` observations (episode `i`'s in every row) and its key."""
     key_reset, key_step = jax.random.split(key)
+    key_act = jax.random.fold_in(key, 1)
     step, act = jax.jit(env.step), jax.jit(act)
     obs, state = env.reset(jax.random.split(key_reset, num_episodes)[i], env_params)
     ret = 0.0
     for t in range(max_steps):
         k = _episode_key(key_step, t, num_episodes, i)
-        action = act(None, obs[None])[0]
+        if sampled:
+            rows = jnp.broadcast_to(obs, (num_episodes, *obs.shape))
+            action = act(None, rows, jax.random.fold_in(key_act, t))[i]
+        else:
+            action = act(None, obs[None])[0]
         obs, state, reward, terminated, truncated, _ = step(k, state, action, env_params)
         ret += float(reward)
         if bool(terminated) or bool(truncated):
@@ -103,6 +114,28 @@ def test_max_steps_masks_and_reports_unfinished(cartpole):
     assert not np.any(tiny["done"])
     np.testing.assert_array_equal(tiny["lengths"], 3)
     np.testing.assert_array_equal(tiny["returns"], 3.0)
+
+
+def test_a_sampled_policy_draws_from_its_own_key_per_step(cartpole):
+    env, env_params = cartpole
+    run = jax.jit(run_episodes, static_argnums=(0, 2, 5, 6), static_argnames="sampled")
+    key = jax.random.key(3)
+    out = run(coin, None, env, env_params, key, 4, 40, sampled=True)
+    for i in range(4):
+        ret, length, done = reference_episode(coin, env, env_params, key, 4, i, 40, sampled=True)
+        assert (int(out["lengths"][i]), bool(out["done"][i])) == (length, done)
+        np.testing.assert_allclose(float(out["returns"][i]), ret, rtol=1e-6)
+    again = run(coin, None, env, env_params, key, 4, 40, sampled=True)
+    other = run(coin, None, env, env_params, jax.random.key(4), 4, 40, sampled=True)
+    np.testing.assert_array_equal(out["lengths"], again["lengths"])
+    assert not np.array_equal(out["lengths"], other["lengths"])
+    # a sampling policy that ignores its key is the greedy run: same starts, same env keys
+    greedy = EVAL(toward_pole, None, env, env_params, key, 4, 40)
+    keyless = run(
+        lambda p, o, k: toward_pole(p, o), None, env, env_params, key, 4, 40, sampled=True
+    )
+    for k in greedy:
+        np.testing.assert_array_equal(greedy[k], keyless[k])
 
 
 def test_vmap_over_keys(cartpole):

@@ -31,6 +31,8 @@ class Learner(NamedTuple):
         greedy_episodes: `(state, key, num_episodes) -> dict`: greedy episodes of one
             seed's policy on the env params it trains on (`jaxlearn.evaluation.run_episodes`
             output).
+        sampled_episodes: the same with the policy's actions drawn as in training (PPO:
+            from its distribution; DQN: epsilon-greedy at `epsilon_end`).
     """
 
     init: Callable[[jax.Array, Any], Any]
@@ -40,6 +42,7 @@ class Learner(NamedTuple):
     hparams: Any
     curriculum: Any = None
     greedy_episodes: Callable[[Any, jax.Array, int], dict[str, jax.Array]] | None = None
+    sampled_episodes: Callable[[Any, jax.Array, int], dict[str, jax.Array]] | None = None
 
 
 def scan_updates(learner: Learner, state: Any, hparams: Any, num: int, unroll: int = 1):

@@ -217,17 +217,24 @@ def finish_update(
 # Evaluation and data parallelism
 
 
-def greedy_episodes(
-    stack: EnvStack, act_of: Callable[[Any], Callable[[Any, jax.Array], jax.Array]]
+def policy_episodes(
+    stack: EnvStack, act_of: Callable[[Any], Callable[..., Any]], sampled: bool = False
 ) -> Callable[[Any, jax.Array, int], dict[str, jax.Array]]:
-    """The learner's `greedy_episodes(state, key, num_episodes)`: greedy episodes of one
-    seed's policy `act_of(state)` (`(params, obs) -> action`) on its current env params, run
-    by `jaxlearn.evaluation.run_episodes`."""
+    """A learner's `greedy_episodes(state, key, num_episodes)` (or `sampled_episodes`):
+    episodes of one seed's policy `act_of(state)` on its current env params, run by
+    `jaxlearn.evaluation.run_episodes`. The act is `(params, obs) -> action`, or with
+    `sampled` `(params, obs, key) -> action`."""
 
     def run(state: Any, key: jax.Array, num_episodes: int) -> dict[str, jax.Array]:
         env_params = stack.params_of(state.curriculum)
         return run_episodes(
-            act_of(state), state.params, stack.eval_env, env_params, key, num_episodes
+            act_of(state),
+            state.params,
+            stack.eval_env,
+            env_params,
+            key,
+            num_episodes,
+            sampled=sampled,
         )
 
     return run

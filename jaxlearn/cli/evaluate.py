@@ -1,8 +1,9 @@
 """Evaluate a run's checkpoint: `jaxlearn-evaluate RUN_DIR [--episodes 32] [...]`
 (or `python scripts/evaluate.py ...`).
 
-Restores a checkpoint of RUN_DIR (every seed), runs `--episodes` greedy episodes per seed
-with keys from `--seed`, and prints one JSON object to stdout: the checkpoint step,
+Restores a checkpoint of RUN_DIR (every seed), runs `--episodes` episodes per seed of the
+greedy policy (or, with `--policy sampled`, of the policy sampling its actions as in
+training) with keys from `--seed`, and prints one JSON object to stdout: the checkpoint step,
 `return_mean`/`return_std` over all episodes, per-seed mean returns, `length_mean`, and the
 mean of every task metric. The same command prints the same numbers. Progress goes to
 stderr; errors print `error: ...` and exit 2.
@@ -16,10 +17,12 @@ import logging
 import sys
 import time
 
+POLICIES = ("greedy", "sampled")
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        description="Greedy evaluation of a run folder's checkpoint; prints JSON to stdout."
+        description="Evaluate a run folder's checkpoint; prints JSON to stdout."
     )
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder written by scripts/train.py")
     p.add_argument("--episodes", default="32", help="episodes per seed (default 32)")
@@ -29,6 +32,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="best (highest eval return; latest when none has one), latest, or an update step",
     )
     p.add_argument("--seed", default="0", help="evaluation seed (default 0)")
+    p.add_argument(
+        "--policy",
+        default="greedy",
+        help="greedy (argmax or the Gaussian's mean; default) or sampled (actions drawn as in "
+        "training: PPO from its distribution, DQN epsilon-greedy at epsilon_end); greedy and "
+        "sampled episodes of one --seed start from the same states",
+    )
     p.add_argument(
         "--render",
         metavar="FILE",
@@ -62,6 +72,15 @@ def main(argv: list[str] | None = None) -> int:
         from jaxlearn.export import parse_checkpoint
 
         checkpoint = parse_checkpoint(args.checkpoint)
+        if args.policy not in POLICIES:
+            raise ValueError(
+                f"--policy {args.policy!r} is invalid: allowed values are {', '.join(POLICIES)}"
+            )
+        if args.render is not None and args.policy != "greedy":
+            raise ValueError(
+                "--render draws a greedy episode; it cannot be combined with --policy "
+                f"{args.policy} (allowed with --render: greedy)"
+            )
         if args.render is not None:
             from jaxlearn.render import check_path
 
@@ -83,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         run = load_run(args.run_dir, checkpoint)
-        evaluate = run.learner.greedy_episodes
+        evaluate = getattr(run.learner, f"{args.policy}_episodes")
         # the episodes run in parallel: refuse a count that cannot fit, naming --episodes
         est = resources.estimate(run.algo_cfg, run.run_cfg.num_seeds, episodes)
         try:
@@ -95,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     log(
         f"[evaluate] {args.run_dir}: {run.run_cfg.algo} {run.algo_cfg.env}, checkpoint "
-        f"{run.step} ({run.choice}), {run.run_cfg.num_seeds} seed(s) x {episodes} episodes"
+        f"{run.step} ({run.choice}), {run.run_cfg.num_seeds} seed(s) x {episodes} "
+        f"{args.policy} episodes"
     )
 
     t0 = time.perf_counter()
@@ -114,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         "num_seeds": run.run_cfg.num_seeds,
         "episodes_per_seed": episodes,
         "seed": seed,
+        "policy": args.policy,
         "return_mean": summary.pop("return_mean"),
         "return_std": summary.pop("return_std"),
         "return_per_seed": [float(x) for x in np.mean(result["returns"], axis=1)],

@@ -174,6 +174,36 @@ def test_vmapped_hparams_compile_one_program(algo, cfg):
 
 
 # ---------------------------------------------------------------------------------------------
+# Evaluation episodes: greedy and sampled
+
+
+@pytest.mark.parametrize(
+    "algo, cfg",
+    [
+        (ppo, ppo.PPOConfig(hidden_sizes=(8,), **PPO_TINY)),
+        (ppo, ppo.PPOConfig(hidden_sizes=(8,), core="gru", core_size=8, **PPO_TINY)),
+        (dqn, dqn.DQNConfig(epsilon_end=1.0, **DQN_TINY)),
+    ],
+    ids=["ppo", "ppo-gru", "dqn"],
+)
+def test_sampled_episodes_draw_actions_as_in_training(algo, cfg):
+    """Untrained on CartPole: the greedy policy repeats one action (short episodes), the
+    sampled one draws from its key (DQN at epsilon_end 1.0: uniformly), so the episodes
+    differ; each is the same for the same key (tests/test_evaluation.py checks the keys)."""
+    learner = algo.make_learner(cfg)
+    state = learner.init(jax.random.key(0), learner.hparams)
+    run = jax.jit(
+        lambda k: (learner.greedy_episodes(state, k, 16), learner.sampled_episodes(state, k, 16))
+    )
+    greedy, sampled = run(jax.random.key(1))
+    again = run(jax.random.key(1))[1]
+    np.testing.assert_array_equal(sampled["returns"], again["returns"])
+    assert sampled["returns"].shape == greedy["returns"].shape == (16,)
+    assert not np.array_equal(sampled["lengths"], greedy["lengths"])
+    assert np.all(np.asarray(sampled["done"]))  # CartPole episodes of a random policy end
+
+
+# ---------------------------------------------------------------------------------------------
 # Config fields
 
 

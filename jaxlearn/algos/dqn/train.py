@@ -39,9 +39,9 @@ from jaxlearn.algos.common import (
     check_data_parallel,
     episodes_of,
     finish_update,
-    greedy_episodes,
     make_env_stack,
     make_optimizer,
+    policy_episodes,
     reset_envs,
     update_target,
 )
@@ -354,7 +354,14 @@ def make_learner(config: DQNConfig, data_shards: int = 1) -> Learner:
         config.train_frequency,
         config.hparams(),
         stack.curriculum,
-        greedy_episodes(stack, lambda state: agent.greedy_action),
+        policy_episodes(stack, lambda state: agent.greedy_action),
+        policy_episodes(
+            stack,
+            lambda state: (
+                lambda params, obs, key: agent.select_action(key, params, obs, config.epsilon_end)
+            ),
+            sampled=True,
+        ),
     )
 
 

@@ -258,21 +258,30 @@ def make_recurrent_learner(config: PPOConfig, data_shards: int = 1) -> Learner:
         )
         return new_state, metrics
 
-    def greedy_episodes(state: RecurrentPPOState, key: jax.Array, num_episodes: int):
-        norm = observation_normalizer(env, state.env_state)
+    def episodes(sampled: bool):
+        def run(state: RecurrentPPOState, key: jax.Array, num_episodes: int):
+            norm = observation_normalizer(env, state.env_state)
+            see = (lambda obs: obs) if norm is None else norm
+            no_reset = jnp.zeros(num_episodes, jnp.bool_)
 
-        def act(params, hidden, obs):
-            return policy.act_greedy(params, hidden, obs if norm is None else norm(obs))
+            def act(params, hidden, obs, *key):
+                if not sampled:
+                    return policy.act_greedy(params, hidden, see(obs))
+                hidden, action, _, _ = policy.sample(key[0], params, hidden, see(obs), no_reset)
+                return hidden, policy.to_env(action)
 
-        return run_episodes(
-            act,
-            state.params,
-            stack.eval_env,
-            stack.params_of(state.curriculum),
-            key,
-            num_episodes,
-            carry=initial_state(num_episodes, size),
-        )
+            return run_episodes(
+                act,
+                state.params,
+                stack.eval_env,
+                stack.params_of(state.curriculum),
+                key,
+                num_episodes,
+                carry=initial_state(num_episodes, size),
+                sampled=sampled,
+            )
+
+        return run
 
     return Learner(
         init,
@@ -281,5 +290,6 @@ def make_recurrent_learner(config: PPOConfig, data_shards: int = 1) -> Learner:
         config.batch_size,
         config.hparams(),
         stack.curriculum,
-        greedy_episodes,
+        episodes(sampled=False),
+        episodes(sampled=True),
     )

@@ -23,10 +23,10 @@ from jaxlearn.algos.common import (
     check_data_parallel,
     episodes_of,
     finish_update,
-    greedy_episodes,
     learning_rate_at,
     make_env_stack,
     make_optimizer,
+    policy_episodes,
     reset_envs,
 )
 from jaxlearn.algos.ppo.config import PPOConfig, PPOHParams
@@ -182,6 +182,15 @@ def make_learner(config: PPOConfig, data_shards: int = 1) -> Learner:
 
         return act
 
+    def sampled_act(state: PPOState):
+        norm = observation_normalizer(env, state.env_state)
+
+        def act(params, obs, key):
+            action = policy.sample(key, params, obs if norm is None else norm(obs))[0]
+            return policy.to_env(action)
+
+        return act
+
     return Learner(
         init,
         update,
@@ -189,7 +198,8 @@ def make_learner(config: PPOConfig, data_shards: int = 1) -> Learner:
         config.batch_size,
         config.hparams(),
         stack.curriculum,
-        greedy_episodes(stack, greedy_act),
+        policy_episodes(stack, greedy_act),
+        policy_episodes(stack, sampled_act, sampled=True),
     )
 
 
