@@ -332,6 +332,7 @@ MEMORY_THRESHOLD = 450.0
 
 
 @pytest.mark.slow
+@pytest.mark.optimized
 def test_dqn_with_memory_mixed_batches_solves_cartpole():
     from jaxlearn.runner import resolve_config
     from jaxlearn.sinks import final_returns

@@ -76,6 +76,7 @@ def test_parse_bytes():
 
 
 @pytest.mark.slow  # a fresh interpreter allocating a ~300 MiB replay buffer
+@pytest.mark.optimized  # the memory of the program users get
 def test_estimate_is_within_2x_of_the_measured_memory():
     script = textwrap.dedent(
         """

@@ -54,6 +54,7 @@ def test_a_vmapped_batch_of_ppo_configs_equals_separate_runs():
 
 
 @pytest.mark.slow
+@pytest.mark.optimized  # at XLA's level 0 the two programs' losses drift apart by up to 3e-5
 def test_a_vmapped_batch_of_dqn_configs_equals_separate_runs():
     base = DQNConfig(
         total_timesteps=600,

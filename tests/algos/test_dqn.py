@@ -432,10 +432,15 @@ def test_params_frozen_until_learning_starts(hparams_runs):
     frozen = jax.tree.map(lambda x: x[7], params_history)  # after update 7
     assert cfg.first_learning_update == 8
     np.testing.assert_array_equal(metrics["learning"], [0.0] * 8 + [1.0] * 32)
+    # init here and inside the train program are two compiled programs, which may round the
+    # orthogonal init differently (by ~6e-8); a learning step moves weights far more
     for a, b in zip(jax.tree.leaves(init_params), jax.tree.leaves(frozen), strict=True):
-        np.testing.assert_array_equal(a, b)
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+    frozen_0 = jax.tree.map(lambda x: x[0], params_history)  # after update 0
+    for a, b in zip(jax.tree.leaves(frozen_0), jax.tree.leaves(frozen), strict=True):
+        np.testing.assert_array_equal(a, b)  # one program: exactly unchanged
     leaves = zip(jax.tree.leaves(frozen), jax.tree.leaves(state.params), strict=True)
-    assert any(bool(np.any(a != b)) for a, b in leaves)
+    assert max(float(np.max(np.abs(a - b))) for a, b in leaves) > 1e-4  # then it learns
 
 
 def test_learner_reports_exponential_epsilon(hparams_runs):

@@ -11,6 +11,8 @@ from jaxlearn.algos.ppo import make_train
 from jaxlearn.runner import resolve_config
 from jaxlearn.sinks import final_returns
 
+pytestmark = pytest.mark.optimized  # learning runs: XLA's default optimisation (conftest.py)
+
 EXPERIMENTS = os.path.join(os.path.dirname(__file__), "..", "..", "experiments")
 
 

@@ -291,6 +291,7 @@ def _greedy_returns(cfg, num_seeds):
 
 
 @pytest.mark.slow
+@pytest.mark.optimized
 def test_gru_solves_masked_cartpole_where_the_mlp_cannot():
     """CartPole with only cart position and pole angle (`obs_mask: [0, 2]`), 300k steps,
     lr 1e-3: the GRU's greedy episodes reach 475 on seed 0; the MLP's mean stays below 200

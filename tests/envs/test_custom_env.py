@@ -321,6 +321,7 @@ def test_train_resume_evaluate_the_example_env_from_the_scripts(in_root, tmp_pat
 
 
 @pytest.mark.slow
+@pytest.mark.optimized
 def test_the_python_example_in_the_docs_trains(in_root):
     """docs/custom-env.md's "From Python" block, run as written, learns the task."""
     doc = open(os.path.join(ROOT, "docs", "custom-env.md")).read()
