@@ -76,13 +76,21 @@ class Run:
             )
         return policy.act(obs, state)
 
-    def evaluate(self, episodes: int = 32, seed: int = 0, checkpoint: Any = "best") -> dict:
-        """Greedy episodes of every seed on the device, summarised as `scripts/evaluate.py`
-        prints them: `return_mean`, `return_std`, `length_mean`, task metrics, ..."""
+    def evaluate(
+        self, episodes: int = 32, seed: int = 0, checkpoint: Any = "best", policy: str = "greedy"
+    ) -> dict:
+        """Episodes of every seed on the device, summarised as `scripts/evaluate.py` prints
+        them: `return_mean`, `return_std`, `length_mean`, task metrics, ... `policy`:
+        "greedy" (argmax or mean) or "sampled" (actions drawn as in training)."""
+        if policy not in ("greedy", "sampled"):
+            raise ValueError(
+                f"evaluate: policy={policy!r} is invalid: allowed values are greedy, sampled"
+            )
         restored = rundir.load_run(self.path, checkpoint)
         n = restored.run_cfg.num_seeds
         keys = jax.random.split(jax.random.key(seed), n)
-        run_eval = jax.jit(jax.vmap(lambda s, k: restored.learner.greedy_episodes(s, k, episodes)))
+        episodes_of = getattr(restored.learner, f"{policy}_episodes")
+        run_eval = jax.jit(jax.vmap(lambda s, k: episodes_of(s, k, episodes)))
         result = jax.device_get(run_eval(restored.state, keys))
         out = summarize(result)
         out["return_per_seed"] = [float(x) for x in np.mean(result["returns"], axis=1)]

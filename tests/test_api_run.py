@@ -63,3 +63,9 @@ def test_load_acts_batched_and_unbatched_and_evaluates(trained):
     assert result == run.evaluate(episodes=3, seed=0)  # deterministic
     assert result["episodes"] == 3 and 1 <= result["length_mean"] <= 500
     assert result["return_mean"] == pytest.approx(result["length_mean"])  # CartPole: 1 a step
+    sampled = run.evaluate(episodes=3, seed=0, policy="sampled")
+    assert sampled == run.evaluate(episodes=3, seed=0, policy="sampled")
+    assert sampled["return_mean"] == pytest.approx(sampled["length_mean"])
+    assert sampled["return_per_seed"] != result["return_per_seed"]
+    with pytest.raises(ValueError, match="policy='mean' is invalid: allowed values are greedy"):
+        run.evaluate(policy="mean")
