@@ -21,7 +21,7 @@ import jax
 import numpy as np
 
 from jaxlearn import export, rundir, runner
-from jaxlearn.evaluation import summarize
+from jaxlearn.evaluation import POLICIES, summarize
 
 
 def episode_returns(metrics: dict[str, Any]) -> np.ndarray:
@@ -82,9 +82,9 @@ class Run:
         """Episodes of every seed on the device, summarised as `scripts/evaluate.py` prints
         them: `return_mean`, `return_std`, `length_mean`, task metrics, ... `policy`:
         "greedy" (argmax or mean) or "sampled" (actions drawn as in training)."""
-        if policy not in ("greedy", "sampled"):
+        if policy not in POLICIES:
             raise ValueError(
-                f"evaluate: policy={policy!r} is invalid: allowed values are greedy, sampled"
+                f"evaluate: policy={policy!r} is invalid: allowed values are {', '.join(POLICIES)}"
             )
         restored = rundir.load_run(self.path, checkpoint)
         n = restored.run_cfg.num_seeds

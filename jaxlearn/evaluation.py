@@ -29,6 +29,9 @@ import numpy as np
 
 from jaxlearn.envs import task as T
 
+# How a trained policy acts in evaluation: `Learner.greedy_episodes` / `sampled_episodes`.
+POLICIES = ("greedy", "sampled")
+
 
 def default_max_steps(env_params: Any) -> Any:
     """Steps per episode from the env's params: gymnax `max_steps_in_episode`, or

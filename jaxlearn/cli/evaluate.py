@@ -17,8 +17,6 @@ import logging
 import sys
 import time
 
-POLICIES = ("greedy", "sampled")
-
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
@@ -72,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         from jaxlearn.export import parse_checkpoint
 
         checkpoint = parse_checkpoint(args.checkpoint)
+        from jaxlearn.evaluation import POLICIES
+
         if args.policy not in POLICIES:
             raise ValueError(
                 f"--policy {args.policy!r} is invalid: allowed values are {', '.join(POLICIES)}"
