@@ -264,14 +264,15 @@ def make_recurrent_learner(config: PPOConfig, data_shards: int = 1) -> Learner:
             see = (lambda obs: obs) if norm is None else norm
             no_reset = jnp.zeros(num_episodes, jnp.bool_)
 
-            def act(params, hidden, obs, *key):
-                if not sampled:
-                    return policy.act_greedy(params, hidden, see(obs))
-                hidden, action, _, _ = policy.sample(key[0], params, hidden, see(obs), no_reset)
+            def greedy(params, hidden, obs):
+                return policy.act_greedy(params, hidden, see(obs))
+
+            def sample(params, hidden, obs, key):
+                hidden, action, _, _ = policy.sample(key, params, hidden, see(obs), no_reset)
                 return hidden, policy.to_env(action)
 
             return run_episodes(
-                act,
+                sample if sampled else greedy,
                 state.params,
                 stack.eval_env,
                 stack.params_of(state.curriculum),
