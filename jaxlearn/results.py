@@ -19,7 +19,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxlearn import algos
+from jaxlearn import algos, task_results
 from jaxlearn.sinks import final_returns, smoothed_curve
 
 
@@ -87,6 +87,8 @@ class ConfigResult:
     compile_s: float
     run_s: float
     device: str
+    task: dict[str, Any] = dataclasses.field(default_factory=dict)  # `task_results.per_seed`
+    stage_names: tuple[str, ...] = ()  # the curriculum's stages in order (none: no curriculum)
 
     @property
     def seeds(self) -> int:
@@ -125,7 +127,8 @@ def train_config(
     def one_seed(key, eval_key):
         state, metrics = train(key)
         returns = learner.greedy_episodes(state, eval_key, eval_episodes)["returns"]
-        return {k: metrics[k] for k in algos.EPISODE_METRICS}, returns
+        keep = {k for k in metrics if k in algos.EPISODE_METRICS or task_results.is_task_key(k)}
+        return {k: metrics[k] for k in keep}, returns
 
     keys = jax.random.split(jax.random.key(run_cfg.seed), num_seeds)
     eval_keys = jax.random.split(jax.random.fold_in(jax.random.key(run_cfg.seed), 1), num_seeds)
@@ -136,6 +139,8 @@ def train_config(
     t2 = time.perf_counter()
     metrics = {k: np.asarray(v) for k, v in metrics.items()}  # [S, num_updates]
     ends, curve = smoothed_curve(metrics)
+    curriculum = getattr(learner, "curriculum", None)
+    stage_names = tuple(curriculum.config.names) if curriculum is not None else ()
     return ConfigResult(
         name=name,
         env=algo_cfg.env,
@@ -148,6 +153,8 @@ def train_config(
         compile_s=t1 - t0,
         run_s=t2 - t1,
         device=device_name(),
+        task=task_results.per_seed(metrics, run_cfg.final_fraction, stage_names),
+        stage_names=stage_names,
     )
 
 
@@ -173,6 +180,7 @@ def reference_text(name: str) -> str:
     return "; ".join(parts) or "-"
 
 
+TASK_CSV = "task_metrics.csv"  # per config and task metric: `task_results.CSV_COLUMNS`
 CSV_COLUMNS = (
     "config",
     "env",
@@ -218,14 +226,15 @@ def csv_row(r: ConfigResult) -> dict[str, Any]:
     }
 
 
-def read_rows(path: str) -> list[dict[str, str]]:
-    """The rows of an existing results.csv (none if there is no file). A file with other
-    columns raises ValueError: it cannot be merged, and it is never overwritten."""
+def read_rows(path: str, columns: tuple[str, ...] = CSV_COLUMNS) -> list[dict[str, str]]:
+    """The rows of an existing results.csv (or task_metrics.csv with its `columns`; none if
+    there is no file). A file with other columns raises ValueError: it cannot be merged, and
+    it is never overwritten."""
     if not os.path.exists(path):
         return []
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
-        if tuple(reader.fieldnames or ()) != CSV_COLUMNS:
+        if tuple(reader.fieldnames or ()) != columns:
             raise ValueError(
                 f"{path} has other columns ({', '.join(reader.fieldnames or ())}) than this "
                 "version writes; choose another --out folder"
@@ -241,9 +250,11 @@ def merge_rows(old: list[dict[str, str]], results: list[ConfigResult]) -> list[d
     return [rows[name] for name in sorted(rows)]
 
 
-def write_csv(path: str, rows: list[dict[str, Any]]) -> None:
+def write_csv(
+    path: str, rows: list[dict[str, Any]], columns: tuple[str, ...] = CSV_COLUMNS
+) -> None:
     with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
+        writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
 
@@ -269,7 +280,10 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     return head + "\n".join(lines) + "\n"
 
 
-def write_markdown(path: str, rows: list[dict[str, Any]], final_fraction: float) -> None:
+def write_markdown(
+    path: str, rows: list[dict[str, Any]], final_fraction: float, task_rows: list[dict] = ()
+) -> None:
+    """results.md: the returns table, then the task metrics table when there are task rows."""
     devices = sorted({row["device"] for row in rows})
     with open(path, "w") as f:
         f.write(
@@ -279,6 +293,8 @@ def write_markdown(path: str, rows: list[dict[str, Any]], final_fraction: float)
             "network acting greedily. Worst = the lowest seed.\n\n"
         )
         f.write(markdown_table(rows))
+        if task_rows:
+            f.write("\n" + task_results.markdown_table(list(task_rows), final_fraction))
 
 
 def write_curve_csv(path: str, r: ConfigResult) -> None:
@@ -331,14 +347,18 @@ def plot(path: str, r: ConfigResult) -> None:
 
 
 def write_all(out: str, results: list[ConfigResult], final_fraction: float) -> list[str]:
-    """Write results.md, results.csv and `<config>.png` / `<config>_curve.csv` for each
-    result into `out`; rows of other configs already in `out`'s results.csv are kept (see
-    `merge_rows`). Returns the paths written."""
+    """Write results.md, results.csv, task_metrics.csv and `<config>.png` /
+    `<config>_curve.csv` for each result into `out`; rows of other configs already in `out`'s
+    CSV files are kept (see `merge_rows`). Returns the paths written."""
     os.makedirs(out, exist_ok=True)
-    paths = [os.path.join(out, "results.md"), os.path.join(out, "results.csv")]
+    names = ("results.md", "results.csv", TASK_CSV)
+    paths = [os.path.join(out, name) for name in names]
     rows = merge_rows(read_rows(paths[1]), results)
-    write_markdown(paths[0], rows, final_fraction)
+    new_task = {r.name: task_results.rows(r.name, r.task, r.stage_names) for r in results}
+    task_rows = task_results.merge(read_rows(paths[2], task_results.CSV_COLUMNS), new_task)
+    write_markdown(paths[0], rows, final_fraction, task_rows)
     write_csv(paths[1], rows)
+    write_csv(paths[2], task_rows, task_results.CSV_COLUMNS)
     for r in results:
         png = os.path.join(out, f"{r.name}.png")
         curve = os.path.join(out, f"{r.name}_curve.csv")

@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from jaxlearn import results
+from jaxlearn import results, task_results
 from jaxlearn.cli.results import main
 
 # A tiny PPO CartPole config: 2 updates of 2 envs x 16 steps, so the smoke run only compiles.
@@ -21,6 +21,23 @@ num_epochs: 1
 num_minibatches: 1
 hidden_sizes: [8]
 """
+# A tiny task env with a two-stage curriculum and 0.5 s episodes: it has task metric rows.
+TINY_NAV = """\
+algo: ppo
+env: Navigation2D-v0
+seed: 1
+total_timesteps: 64
+num_envs: 2
+num_steps: 16
+num_epochs: 1
+num_minibatches: 1
+hidden_sizes: [8]
+curriculum:
+  window: 4
+  stages:
+    - {name: FIRST, time_limit: 0.5, success_rate: 0.0, min_episodes: 1}
+    - {name: SECOND, time_limit: 0.5, num_obstacles: 4}
+"""
 
 
 @pytest.fixture
@@ -28,7 +45,7 @@ def experiments(tmp_path):
     folder = tmp_path / "experiments"
     (folder / "sweeps").mkdir(parents=True)
     (folder / "tiny_ppo.yaml").write_text(TINY)
-    (folder / "other.yaml").write_text(TINY)
+    (folder / "other.yaml").write_text(TINY_NAV)
     (folder / "sweeps" / "not_a_config.yaml").write_text("trials: 3\n")
     return folder
 
@@ -87,7 +104,15 @@ def test_smoke_run_writes_table_csv_and_plot(experiments, tmp_path, capsys):
     argv = ["--experiments", str(experiments), "--out", str(out), "--only", "tiny_ppo"]
     assert main([*argv, "--seeds", "2", "--eval-episodes", "2"]) == 0
     names = sorted(os.listdir(out))
-    assert names == ["results.csv", "results.md", "tiny_ppo.png", "tiny_ppo_curve.csv"]
+    assert names == [
+        "results.csv",
+        "results.md",
+        "task_metrics.csv",
+        "tiny_ppo.png",
+        "tiny_ppo_curve.csv",
+    ]
+    with open(out / "task_metrics.csv") as f:
+        assert list(csv.reader(f)) == [list(task_results.CSV_COLUMNS)]  # CartPole: no task
     with open(out / "results.csv") as f:
         rows = list(csv.DictReader(f))
         assert tuple(rows[0]) == results.CSV_COLUMNS
@@ -132,6 +157,12 @@ def test_a_run_of_some_configs_keeps_the_other_rows(experiments, tmp_path):
     with open(out / "results.csv") as f:
         other = list(csv.DictReader(f))
     assert [r["config"] for r in other] == ["other"]
+    with open(out / "task_metrics.csv") as f:
+        task = list(csv.DictReader(f))
+    # the curriculum's stage per seed, then the env's task metrics, each episode mean in [0, 1]
+    assert [r["metric"] for r in task] == ["stage", "collisions", "success"]
+    assert task[0]["per_seed"] in ("FIRST", "SECOND")
+    assert 0.0 <= float(task[2]["per_seed"]) <= 1.0  # 0.5 s episodes end within 16 steps
     assert main([*argv, "--only", "tiny_ppo", "--eval-episodes", "1"]) == 0
     with open(out / "results.csv") as f:
         rows = list(csv.DictReader(f))
@@ -141,19 +172,23 @@ def test_a_run_of_some_configs_keeps_the_other_rows(experiments, tmp_path):
     assert "| `other` |" in table and "| `tiny_ppo` |" in table
     per_seed = other[0]["train_returns"].replace(";", ", ")
     assert f"| {per_seed} |" in table  # the kept row is rendered from the CSV
+    with open(out / "task_metrics.csv") as f:
+        assert list(csv.DictReader(f)) == task  # the other config's task rows are kept too
+    assert f"| `other` | success | {task[2]['mean']} / **{task[2]['worst']}**" in table
     # re-running a config replaces its row, never adds a second one
     assert main([*argv, "--only", "tiny_ppo", "--eval-episodes", "1"]) == 0
     with open(out / "results.csv") as f:
         assert [r["config"] for r in csv.DictReader(f)] == ["other", "tiny_ppo"]
 
 
-def test_a_results_csv_of_other_columns_is_refused_before_training(experiments, tmp_path, capsys):
+@pytest.mark.parametrize("name", ["results.csv", "task_metrics.csv"])
+def test_a_csv_of_other_columns_is_refused_before_training(experiments, tmp_path, capsys, name):
     out = tmp_path / "out"
     out.mkdir()
-    (out / "results.csv").write_text("config,score\nmine,1\n")
+    (out / name).write_text("config,score\nmine,1\n")
     argv = ["--experiments", str(experiments), "--out", str(out), "--only", "tiny_ppo"]
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: --out") and "other columns" in err
-    assert (out / "results.csv").read_text() == "config,score\nmine,1\n"  # untouched
-    assert sorted(os.listdir(out)) == ["results.csv"]
+    assert err.startswith("error: --out") and "other columns" in err and name in err
+    assert (out / name).read_text() == "config,score\nmine,1\n"  # untouched
+    assert sorted(os.listdir(out)) == [name]

@@ -2,9 +2,11 @@
 
 Trains every shipped config in `experiments/*.yaml` (top level, not `sweeps/`) on N seeds,
 each config's seeds vmapped in one program, and writes into `--out` (default docs/results/):
-`results.md` (Markdown table), `results.csv`, and per config `<name>.png` (mean and min-max
-band over seeds against env steps, references as dashed lines) and `<name>_curve.csv`.
-The table and CSV are rewritten after each config, so a long run keeps what it finished.
+`results.md` (Markdown tables), `results.csv`, `task_metrics.csv` (the task envs' success,
+collisions, coverage, cooperation and final curriculum stage per seed), and per config
+`<name>.png` (mean and min-max band over seeds against env steps, references as dashed
+lines) and `<name>_curve.csv`. The tables and CSVs are rewritten after each config, so a
+long run keeps what it finished.
 Every flag and every selected config is checked before anything is compiled or written.
 """
 
@@ -82,10 +84,11 @@ def check_out(out: str) -> None:
         raise UsageError(f"--out {out!r}: {probe!r} is a file, not a folder")
     if not os.access(probe, os.W_OK):
         raise UsageError(f"--out {out!r}: {probe!r} is not writable")
-    from jaxlearn import results
+    from jaxlearn import results, task_results
 
     try:  # the configs run now replace their rows; the other rows are kept
         results.read_rows(os.path.join(out, "results.csv"))
+        results.read_rows(os.path.join(out, results.TASK_CSV), task_results.CSV_COLUMNS)
     except ValueError as e:
         raise UsageError(f"--out {out!r}: {e}") from None
 
@@ -125,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
-    from jaxlearn import results
+    from jaxlearn import results, task_results
 
     done = []
     for name, path, run_cfg, algo_cfg in chosen:
@@ -141,5 +144,12 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
             flush=True,
         )
+        for t in task_results.rows(name, r.task, r.stage_names):
+            print(
+                f"[results] {name}: {t['metric']} mean {t['mean']} worst {t['worst']} "
+                f"(per seed {t['per_seed'].replace(';', ', ')})",
+                file=sys.stderr,
+                flush=True,
+            )
     print(os.path.join(args.out, "results.md"))
     return 0
