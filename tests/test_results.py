@@ -22,16 +22,7 @@ num_minibatches: 1
 hidden_sizes: [8]
 """
 # A tiny task env with a two-stage curriculum and 0.5 s episodes: it has task metric rows.
-TINY_NAV = """\
-algo: ppo
-env: Navigation2D-v0
-seed: 1
-total_timesteps: 64
-num_envs: 2
-num_steps: 16
-num_epochs: 1
-num_minibatches: 1
-hidden_sizes: [8]
+TINY_NAV = TINY.replace("CartPole-v1", "Navigation2D-v0") + """\
 curriculum:
   window: 4
   stages:
