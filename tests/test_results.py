@@ -22,13 +22,14 @@ num_minibatches: 1
 hidden_sizes: [8]
 """
 # A tiny task env with a two-stage curriculum and 0.5 s episodes: it has task metric rows.
-TINY_NAV = TINY.replace("CartPole-v1", "Navigation2D-v0") + """\
+CURRICULUM = """\
 curriculum:
   window: 4
   stages:
     - {name: FIRST, time_limit: 0.5, success_rate: 0.0, min_episodes: 1}
     - {name: SECOND, time_limit: 0.5, num_obstacles: 4}
 """
+TINY_NAV = TINY.replace("CartPole-v1", "Navigation2D-v0") + CURRICULUM
 
 
 @pytest.fixture
