@@ -3,7 +3,8 @@
 `train_config` runs one shipped config on `num_seeds` seeds in one jitted, vmapped program and
 returns a `ConfigResult`: each seed's final training return (mean episode return over the
 last `final_fraction` of updates, exploration included) and its greedy evaluation return
-after training (mean over `eval_episodes` episodes), plus the learning curve. `write_*` turn
+after training (mean over `eval_episodes` episodes), plus the learning curve and, for the
+task envs, each seed's task metrics and final curriculum stage (`task_results`). `write_*` turn
 results into the Markdown table, the CSV and one plot per config. `REFERENCES` holds the
 published figures we compare with, and whether each is a training or a greedy return.
 """
@@ -14,6 +15,7 @@ import csv
 import dataclasses
 import os
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -281,7 +283,7 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
 
 
 def write_markdown(
-    path: str, rows: list[dict[str, Any]], final_fraction: float, task_rows: list[dict] = ()
+    path: str, rows: list[dict[str, Any]], final_fraction: float, task_rows: Sequence[dict] = ()
 ) -> None:
     """results.md: the returns table, then the task metrics table when there are task rows."""
     devices = sorted({row["device"] for row in rows})
