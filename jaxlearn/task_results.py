@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from jaxlearn.sinks import is_episode_sum, return_window
+from jaxlearn.sinks import episode_extra_means, is_episode_sum, return_window
 
 STAGE = "stage"  # the metric row holding the curriculum stage each seed ended in
 LOWER_IS_BETTER = frozenset({"collisions"})  # the worst seed of these is the highest
@@ -36,18 +36,16 @@ def per_seed(
     """`{metric: [S] float64}` over the last `fraction` of the `[S, num_updates]` metrics (NaN
     for a seed with no finished episode there), plus `STAGE: tuple of S names` when the
     metrics hold `curriculum_stage` (the stage at the last update)."""
-    count = np.asarray(metrics["episode_count"], np.float64)
-    window = return_window(count.shape[1], fraction)
-    n = count[:, -window:].sum(axis=1)
-    out: dict[str, Any] = {}
-    for key in sorted(metrics):
-        if key != "curriculum_stage" and is_task_key(key):
-            total = np.asarray(metrics[key], np.float64)[:, -window:].sum(axis=1)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                out[key[8:-4]] = np.where(n > 0, total / n, np.nan)
+    window = return_window(np.shape(metrics["episode_count"])[1], fraction)
+    last = {
+        k: np.asarray(v, np.float64)[:, -window:]
+        for k, v in metrics.items()
+        if k == "episode_count" or is_task_key(k)
+    }
+    out: dict[str, Any] = dict(sorted(episode_extra_means(last, axis=1).items()))
     if "curriculum_stage" in metrics:
-        last = np.asarray(metrics["curriculum_stage"])[:, -1].astype(int)
-        out[STAGE] = tuple(stage_names[i] if i < len(stage_names) else str(i) for i in last)
+        final = np.asarray(metrics["curriculum_stage"])[:, -1].astype(int)
+        out[STAGE] = tuple(stage_names[i] if i < len(stage_names) else str(i) for i in final)
     return out
 
 
