@@ -79,6 +79,10 @@ def load_yaml(path: str, what: str = "--config") -> dict[str, Any]:
             loaded = yaml.load(f, Loader=_StrictLoader)
     except OSError as e:
         raise ConfigError(f"{what} {path!r}: cannot read it ({e.strerror or e})") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"{what} {path!r}: not a UTF-8 text file (byte {e.start}); give a YAML file"
+        ) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else path

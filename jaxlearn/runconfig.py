@@ -98,6 +98,8 @@ def resolve_config(
     """
     values: dict[str, Any] = {}
     if config_file is not None:
+        if os.path.isdir(config_file):
+            raise ConfigError(f"--config {config_file!r}: a folder; give a YAML file")
         if not os.path.isfile(config_file):
             raise ConfigError(f"--config {config_file!r}: no such file")
         values.update(merge_dotted(load_yaml(config_file, "--config")))

@@ -203,6 +203,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--memory-capacity must be an integer >= 5 (k), got {args.memory_capacity}")
     if args.peer_python is not None and not os.path.isfile(args.peer_python):
         p.error(f"--peer-python {args.peer_python!r}: no such file (run --setup-peers first)")
+    if args.out is not None:
+        try:  # the rows are appended to it; better refused now than after the first row
+            with open(args.out, "a"):
+                pass
+        except OSError as e:
+            p.error(f"--out {args.out!r}: cannot append to it ({e.strerror or e})")
     return args
 
 

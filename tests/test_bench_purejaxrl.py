@@ -234,6 +234,15 @@ def test_bad_purejaxrl_flags_exit_2(bench, tmp_path, capsys, argv, message):
     assert "error: " in err and message in err, err
 
 
+def test_an_out_file_that_cannot_be_appended_to_exits_2(bench, tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(SystemExit) as e:
+        bench.parse_args(["--out", str(blocker / "rows.jsonl")])
+    assert e.value.code == 2
+    assert "--out " in capsys.readouterr().err and blocker.read_text() == "x"
+
+
 def test_purejaxrl_flag_alone_runs_only_that_bench(bench, tmp_path):
     python = tmp_path / "python"
     python.write_text("")

@@ -122,6 +122,15 @@ def test_yaml_top_level_must_be_a_mapping(tmp_path):
     assert load_yaml(str(tmp_path / "empty.yaml")) == {}
 
 
+def test_a_binary_file_or_a_folder_as_config_names_the_flag(tmp_path):
+    path = tmp_path / "model.yaml"
+    path.write_bytes(b"algo: ppo\n\xff\xfe\x00")
+    with pytest.raises(ConfigError, match=r"--config .*model\.yaml'?: not a UTF-8 text file"):
+        resolve_config(config_file=str(path))
+    with pytest.raises(ConfigError, match=r"--config .*: a folder; give a YAML file"):
+        resolve_config(config_file=str(tmp_path))
+
+
 def test_scalar_where_a_list_is_expected(tmp_path):
     path = tmp_path / "scalar.yaml"
     path.write_text("hidden_sizes: 64\n")

@@ -122,6 +122,14 @@ def test_bad_flags_exit_2(main, capsys, run_dir, args, match):
     assert re.search(match, err), err
 
 
+def test_render_to_a_path_that_cannot_be_written_exits_2(main, capsys, run_dir, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    rc, out, err = _call(main, capsys, run_dir, "--render", str(blocker / "sub" / "e.gif"))
+    assert rc == 2 and out == ""
+    assert err.startswith("error: --render ") and "cannot write there" in err, err
+
+
 def test_missing_folder_and_no_checkpoints(main, capsys, run_dir, tmp_path):
     rc, _, err = _call(main, capsys, str(tmp_path / "nope"))
     assert rc == 2 and "does not exist" in err

@@ -72,6 +72,16 @@ def test_out_under_a_file_and_missing_experiments_exit_2(experiments, tmp_path, 
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc")
+def test_an_out_that_cannot_be_written_exits_2_before_training(experiments, capsys):
+    # /proc takes no new folder, even from root, for whom os.access says yes to everything
+    out = "/proc/jaxlearn-results-test"
+    assert main(["--experiments", str(experiments), "--out", out]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --out ") and "cannot write there" in err
+    assert "[results]" not in err  # nothing trained
+
+
 def test_unknown_only_lists_the_configs(experiments, tmp_path, capsys):
     main(["--experiments", str(experiments), "--out", str(tmp_path / "o"), "--only", "x"])
     assert "allowed: other, tiny_ppo" in capsys.readouterr().err

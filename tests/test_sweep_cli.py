@@ -63,3 +63,28 @@ def test_a_bad_set_exits_2_naming_the_field_and_writes_nothing(
 def test_resume_refuses_set(tmp_path, capsys):
     assert main(["--resume", str(tmp_path), "--set", "total_timesteps=50000"]) == 2
     assert "--resume takes no --set" in capsys.readouterr().err
+
+
+def test_an_out_that_cannot_be_created_exits_2(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main([SPEC, "--out", str(blocker / "sweep"), "--set", "total_timesteps=2048"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --out ") and "cannot create a folder there" in err
+    assert blocker.read_text() == "x"
+
+
+def test_export_best_into_a_missing_folder_exits_2_before_the_sweep(tmp_path, monkeypatch, capsys):
+    ran = []
+    monkeypatch.setattr(sweep, "run", lambda spec, out: ran.append(spec) or {"folder": out})
+    target = tmp_path / "missing" / "best.yaml"
+    argv = [SPEC, "--out", str(tmp_path / "s"), "--export-best", str(target)]
+    assert main(argv) == 2
+    assert "--export-best" in capsys.readouterr().err
+    assert ran == [] and not (tmp_path / "s").exists()
+
+
+def test_a_folder_as_the_spec_points_to_resume(tmp_path, capsys):
+    assert main([str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: sweep spec ") and "--resume DIR" in err

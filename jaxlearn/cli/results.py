@@ -13,9 +13,11 @@ Every flag and every selected config is checked before anything is compiled or w
 from __future__ import annotations
 
 import argparse
+import contextlib
 import glob
 import os
 import sys
+import tempfile
 
 DEFAULT_OUT = os.path.join("docs", "results")
 
@@ -117,7 +119,26 @@ def validate(args: argparse.Namespace) -> list[tuple[str, str, object, object]]:
         except ValueError as e:
             raise UsageError(f"{path}: {e}") from None
         chosen.append((name, path, run_cfg, algo_cfg))
+    make_out(args.out)
     return chosen
+
+
+def make_out(out: str) -> None:
+    """Create the output folder and write a probe file in it, last of the checks, so that
+    an output folder that cannot be written is refused before hours of training rather than
+    after (`os.access` is no test for root, or for read-only and special file systems)."""
+    existed = os.path.isdir(out)
+    try:
+        os.makedirs(out, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as e:
+        if not existed:
+            with contextlib.suppress(OSError):
+                os.rmdir(out)  # the empty folder made just now, if it was made
+        raise UsageError(
+            f"--out {out!r}: cannot write there ({e.strerror or e}); choose a writable folder"
+        ) from None
 
 
 def main(argv: list[str] | None = None) -> int:

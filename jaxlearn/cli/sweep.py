@@ -67,7 +67,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Exit status: 0 done, 2 bad input."""
+    """Exit status: 0 done, 2 bad input, 1 the best config could not be written."""
     args = parse_args(argv)
     from jaxlearn import compile_cache
 
@@ -77,6 +77,13 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.export_best and os.path.exists(args.export_best):
         print(f"error: --export-best {args.export_best!r} already exists", file=sys.stderr)
+        return 2
+    if args.export_best and not os.path.isdir(os.path.dirname(os.path.abspath(args.export_best))):
+        print(
+            f"error: --export-best {args.export_best!r}: its folder does not exist; give a "
+            "file path in an existing folder",
+            file=sys.stderr,
+        )
         return 2
     try:
         if args.resume is not None:
@@ -106,5 +113,13 @@ def main(argv: list[str] | None = None) -> int:
         except (ValueError, FileExistsError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
+        except OSError as e:  # the sweep itself is done and kept in its folder
+            print(
+                f"error: --export-best {args.export_best!r}: {e.strerror or e}; the sweep is "
+                f"complete in {summary['folder']} (its best config: "
+                f"{os.path.join(summary['folder'], 'best_config.yaml')})",
+                file=sys.stderr,
+            )
+            return 1
     print(json.dumps(summary, default=str))
     return 0

@@ -109,6 +109,19 @@ def check_path(path: str) -> str:
             f"--render {path!r} needs ffmpeg on PATH to write .mp4, and none was found: "
             "install ffmpeg or use a .gif file name"
         )
+    folder = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(folder):  # missing folders are made when the file is written
+        folder = os.path.dirname(folder)
+    try:  # a probe file, not os.access: root passes that everywhere, /proc included
+        if not os.path.isdir(folder):
+            raise NotADirectoryError(f"{folder!r} is a file")
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise ValueError(
+            f"--render {path!r}: cannot write there ({e.strerror or e}); choose a writable "
+            "file path"
+        ) from None
     return suffix[1:]
 
 

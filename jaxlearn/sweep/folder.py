@@ -65,7 +65,7 @@ def new_sweep(spec: SweepSpec, out: str | None = None) -> str:
                 f"--out {out!r} already exists; jaxlearn never overwrites a sweep folder: "
                 f"choose a new path, or continue it with --resume {out}"
             )
-        os.makedirs(out)
+        _make_folder(out)
         folder = out
     else:
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -73,7 +73,7 @@ def new_sweep(spec: SweepSpec, out: str | None = None) -> str:
         folder, i = base, 1
         while True:
             try:
-                os.makedirs(folder)
+                _make_folder(folder)
                 break
             except FileExistsError:
                 folder, i = f"{base}-{i}", i + 1
@@ -82,6 +82,20 @@ def new_sweep(spec: SweepSpec, out: str | None = None) -> str:
     with open(os.path.join(folder, WORKER_FILE), "w") as f:
         json.dump({"worker": uuid.uuid4().hex}, f)
     return folder
+
+
+def _make_folder(path: str) -> None:
+    """`os.makedirs(path)`; a path that cannot be created (no permission, a file on the way,
+    a read-only or special file system) is bad input: ValueError naming `--out`."""
+    try:
+        os.makedirs(path)
+    except FileExistsError:
+        raise
+    except OSError as e:
+        raise ValueError(
+            f"--out {path!r}: cannot create a folder there ({e.strerror or e}: "
+            f"{e.filename}); choose a writable path"
+        ) from None
 
 
 def is_sweep_folder(folder: str) -> bool:

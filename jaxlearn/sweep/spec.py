@@ -293,6 +293,11 @@ def load_spec(
             `config` (what `sweep.py --set field=value` gives; values may be strings,
             parsed and checked as train.py's `--set` values are).
     """
+    if os.path.isdir(path):
+        raise ValueError(
+            f"sweep spec {path!r}: a folder; give a spec YAML (e.g. "
+            "experiments/sweeps/ppo_cartpole.yaml), or --resume DIR to continue a sweep folder"
+        )
     if not os.path.isfile(path):
         raise ValueError(f"sweep spec {path!r}: no such file")
     raw = load_yaml(path, "sweep spec")
