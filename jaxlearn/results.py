@@ -11,6 +11,7 @@ published figures we compare with, and whether each is a training or a greedy re
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import os
@@ -252,10 +253,24 @@ def merge_rows(old: list[dict[str, str]], results: list[ConfigResult]) -> list[d
     return [rows[name] for name in sorted(rows)]
 
 
+@contextlib.contextmanager
+def replacing(path: str, **open_kwargs: Any):
+    """Write a text file beside `path` and rename it over `path` once complete, so a write
+    that fails half-way (a full disk) leaves the previous file whole."""
+    tmp = f"{path}.partial-{os.getpid()}"
+    try:
+        with open(tmp, "w", **open_kwargs) as f:
+            yield f
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
 def write_csv(
     path: str, rows: list[dict[str, Any]], columns: tuple[str, ...] = CSV_COLUMNS
 ) -> None:
-    with open(path, "w", newline="") as f:
+    with replacing(path, newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
@@ -287,7 +302,7 @@ def write_markdown(
 ) -> None:
     """results.md: the returns table, then the task metrics table when there are task rows."""
     devices = sorted({row["device"] for row in rows})
-    with open(path, "w") as f:
+    with replacing(path) as f:
         f.write(
             f"Device: {', '.join(devices)}. Training return: mean episode return over the "
             f"last {final_fraction:.0%} of updates, exploration included (DQN: epsilon at its "
@@ -301,7 +316,7 @@ def write_markdown(
 
 def write_curve_csv(path: str, r: ConfigResult) -> None:
     """`env_steps,mean,min,max,seed_0,...`: the plotted curve, one row per window."""
-    with open(path, "w", newline="") as f:
+    with replacing(path, newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["env_steps", "mean", "min", "max"] + [f"seed_{i}" for i in range(r.seeds)])
         mean, lo, hi = _band(r.curve)

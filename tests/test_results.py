@@ -1,6 +1,7 @@
 """scripts/results.py (jaxlearn/cli/results.py, jaxlearn/results.py): flags, files, columns."""
 
 import csv
+import errno
 import os
 
 import numpy as np
@@ -181,6 +182,33 @@ def test_a_run_of_some_configs_keeps_the_other_rows(experiments, tmp_path):
     assert main([*argv, "--only", "tiny_ppo", "--eval-episodes", "1"]) == 0
     with open(out / "results.csv") as f:
         assert [r["config"] for r in csv.DictReader(f)] == ["other", "tiny_ppo"]
+
+
+def test_a_write_that_fails_half_way_leaves_the_old_file_whole(tmp_path, monkeypatch):
+    path = str(tmp_path / "results.csv")
+    results.write_csv(path, [], ("config",))
+    results.write_csv(path, [{"config": "kept"}], ("config",))
+    before = open(path).read()
+
+    def full_disk(self, rows):
+        raise OSError(errno.ENOSPC, "No space left on device", path)
+
+    monkeypatch.setattr(csv.DictWriter, "writerows", full_disk)
+    with pytest.raises(OSError):
+        results.write_csv(path, [{"config": "new"}], ("config",))
+    assert open(path).read() == before
+    assert os.listdir(tmp_path) == ["results.csv"]  # no partial file left beside it
+
+
+def test_a_failed_write_exits_1_naming_the_config(experiments, tmp_path, monkeypatch, capsys):
+    def full_disk(out, done, fraction):
+        raise OSError(errno.ENOSPC, "No space left on device", os.path.join(out, "results.csv"))
+
+    monkeypatch.setattr(results, "write_all", full_disk)
+    argv = ["--experiments", str(experiments), "--out", str(tmp_path / "o"), "--seeds", "1"]
+    assert main([*argv, "--only", "tiny_ppo", "--eval-episodes", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "error: writing tiny_ppo's results" in err and "No space left" in err, err
 
 
 @pytest.mark.parametrize("name", ["results.csv", "task_metrics.csv"])

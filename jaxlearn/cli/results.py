@@ -7,7 +7,9 @@ collisions, coverage, cooperation and final curriculum stage per seed), and per 
 `<name>.png` (mean and min-max band over seeds against env steps, references as dashed
 lines) and `<name>_curve.csv`. The tables and CSVs are rewritten after each config, so a
 long run keeps what it finished.
-Every flag and every selected config is checked before anything is compiled or written.
+Every flag and every selected config is checked, and `--out` created and written to once,
+before anything is compiled. Exit status: 0 done, 2 bad input (nothing trained), 1 a write
+failed (files are replaced whole, so the rows written before are kept).
 """
 
 from __future__ import annotations
@@ -156,7 +158,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[results] {name}: {args.seeds} seeds ({path})", file=sys.stderr, flush=True)
         r = results.train_config(name, run_cfg, algo_cfg, args.seeds, args.eval_episodes)
         done.append(r)
-        results.write_all(args.out, done, chosen[0][2].final_fraction)
+        try:
+            results.write_all(args.out, done, chosen[0][2].final_fraction)
+        except OSError as e:  # a full disk, an I/O error: say what is kept, exit 1
+            kept = ", ".join(d.name for d in done[:-1]) or "none"
+            print(
+                f"error: writing {name}'s results into {args.out!r} failed ({e.strerror or e}: "
+                f"{e.filename}); configs written before it: {kept}",
+                file=sys.stderr,
+            )
+            return 1
         row = results.csv_row(r)
         print(
             f"[results] {name}: training mean {row['mean']} worst {row['worst']}; greedy mean "
