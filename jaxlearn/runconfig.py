@@ -88,21 +88,23 @@ def resolve_config(
     *,
     config_file: str | None = None,
     overrides: dict[str, Any] | None = None,
+    what: str = "--config",
 ) -> tuple[RunConfig, Any]:
     """Build (RunConfig, AlgoConfig) from an optional YAML file and overrides.
 
     The YAML file is flat: run fields (`algo`, `seed`, `num_seeds`, ...) and algorithm fields
     side by side. Later sources win: file, then `overrides`; a dotted name such as
     `reward_weights.collision` sets one key of that mapping (`config.merge_dotted`).
-    Unknown fields are errors that list the allowed ones.
+    Unknown fields are errors that list the allowed ones. Errors about the file name it as
+    `what` (the flag or the file's role).
     """
     values: dict[str, Any] = {}
     if config_file is not None:
         if os.path.isdir(config_file):
-            raise ConfigError(f"--config {config_file!r}: a folder; give a YAML file")
+            raise ConfigError(f"{what} {config_file!r}: a folder; give a YAML file")
         if not os.path.isfile(config_file):
-            raise ConfigError(f"--config {config_file!r}: no such file")
-        values.update(merge_dotted(load_yaml(config_file, "--config")))
+            raise ConfigError(f"{what} {config_file!r}: no such file")
+        values.update(merge_dotted(load_yaml(config_file, what)))
     values = merge_dotted({**values, **(overrides or {})})  # a whole mapping, then its keys
     run_values = {k: v for k, v in values.items() if k in RUN_FIELDS}
     run_cfg = from_dict(RunConfig, run_values)

@@ -222,7 +222,7 @@ class RunFolder:
         return os.path.exists(self.metrics_file)
 
     def read_config(self) -> tuple[RunConfig, Any]:
-        return resolve_config(config_file=self.config_file)
+        return resolve_config(config_file=self.config_file, what="run folder config")
 
     def checkpointer(self, keep: int = 3, **kwargs: Any) -> Checkpointer:
         return Checkpointer(self.checkpoint_dir, keep=keep, **kwargs)

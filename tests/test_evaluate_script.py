@@ -143,6 +143,15 @@ def test_missing_folder_and_no_checkpoints(main, capsys, run_dir, tmp_path):
     assert rc == 2 and "no complete checkpoint" in err
 
 
+def test_a_damaged_config_yaml_is_named_as_the_run_folder_s(main, capsys, run_dir, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    (copy / "config.yaml").write_bytes(b"\x95\xff algo: ppo")
+    rc, out, err = _call(main, capsys, str(copy))
+    assert rc == 2 and out == ""
+    assert err.startswith("error: run folder config ") and "not a UTF-8 text file" in err, err
+
+
 def test_damaged_checkpoint_exit_2(run_dir, tmp_path):
     copy = str(tmp_path / "run")
     shutil.copytree(run_dir, copy)

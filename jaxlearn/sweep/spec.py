@@ -331,7 +331,7 @@ def spec_from_dict(raw: Mapping[str, Any], base_dir: str = ".") -> SweepSpec:
     for k in SWEEP_SET_FIELDS:
         if k in config:
             raise _bad(f"config.{k}", config[k], "is set by the sweep (use seeds_per_trial)")
-    run_cfg, algo_cfg = resolve_config(config_file=base, overrides=dict(config))
+    run_cfg, algo_cfg = resolve_config(config_file=base, overrides=dict(config), what="base")
     if run_cfg.num_seeds != 1:
         run_cfg = dataclasses.replace(run_cfg, num_seeds=1)
     space_raw = raw.get("space")
