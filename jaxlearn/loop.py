@@ -93,14 +93,14 @@ def stop_on_signal(notice: Callable[[str], None]):
 
 
 def choose_chunk_size(num_updates: int, num_chunks: int) -> int:
-    """Updates per device call: a divisor of `num_updates` near `num_updates / num_chunks`
-    when one exists (no padded updates), else the ceiling (the last chunk is masked)."""
-    target = max(1, num_updates // num_chunks)
-    lo, hi = max(1, target // 2), min(num_updates, 2 * target)
-    divisors = [d for d in range(lo, hi + 1) if num_updates % d == 0]
-    if divisors:
-        return min(divisors, key=lambda d: (abs(d - target), d))
-    return math.ceil(num_updates / num_chunks)
+    """Updates per device call, so that there are at most `num_chunks` calls: the smallest
+    divisor of `num_updates` from `ceil(num_updates / num_chunks)` to a quarter above it (no
+    padded updates) when one exists, else that ceiling (the last chunk is masked)."""
+    lo = max(1, math.ceil(num_updates / num_chunks))
+    for d in range(lo, min(num_updates, lo + lo // 4) + 1):
+        if num_updates % d == 0:
+            return d
+    return lo
 
 
 def make_chunk(learner: Learner, chunk_size: int) -> Callable:
@@ -197,6 +197,11 @@ def train(
         f"in {num_calls} chunks on {len(place.devices)} device(s); compiled in "
         f"{compile_seconds:.1f}s; run folder {folder.path}"
     )
+    if num_updates * spu != algo_cfg.total_timesteps:  # said once, not silently
+        log(
+            f"  env steps: {num_updates * spu:,} per seed (total_timesteps "
+            f"{algo_cfg.total_timesteps:,} in whole updates of {spu:,} steps)"
+        )
     log(f"  parameters: {trainable:,} trainable of {num_params:,}")
     if memory is not None:
         log(f"  {memory.summary()}")

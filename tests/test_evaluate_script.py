@@ -143,6 +143,19 @@ def test_missing_folder_and_no_checkpoints(main, capsys, run_dir, tmp_path):
     assert rc == 2 and "no complete checkpoint" in err
 
 
+def test_render_of_an_env_without_a_renderer_exits_2_before_evaluating(
+    main, capsys, run_dir, tmp_path, monkeypatch
+):
+    from jaxlearn import render
+
+    monkeypatch.setattr(render, "RENDERERS", {})  # as for a user's own env
+    path = tmp_path / "e.gif"
+    rc, out, err = _call(main, capsys, run_dir, "--render", str(path))
+    assert rc == 2 and out == ""  # no evaluation summary: refused before the episodes
+    assert err.startswith("error: --render ") and "no renderer for env 'CartPole-v1'" in err
+    assert "unwrapped" not in err and not path.exists()
+
+
 def test_a_damaged_config_yaml_is_named_as_the_run_folder_s(main, capsys, run_dir, tmp_path):
     copy = tmp_path / "run"
     shutil.copytree(run_dir, copy)

@@ -4,6 +4,7 @@ import csv
 import errno
 import importlib.util
 import json
+import math
 import os
 import signal
 import subprocess
@@ -76,6 +77,10 @@ def test_choose_chunk_size():
     assert choose_chunk_size(1, 20) == 1
     k = choose_chunk_size(97, 20)  # prime: falls back to the ceiling, last chunk padded
     assert k * 20 >= 97
+    assert choose_chunk_size(39, 20) == 2  # 20 calls, the last padded (was 39 calls of 1)
+    for n in range(1, 300):
+        for c in (1, 3, 20, 64):
+            assert math.ceil(n / choose_chunk_size(n, c)) <= c
 
 
 def test_chunked_run_equals_one_call_even_with_padding():
@@ -258,7 +263,7 @@ def test_every_sink_reports_the_same_return(tmp_path, monkeypatch, capsys):
 
 
 def test_num_chunks_in_config_yaml_is_what_ran(tmp_path, monkeypatch, capsys):
-    # 10 updates asked in 3 chunks run as 5 chunks of 2 (a divisor near 10 / 3)
+    # 10 updates asked in 3 chunks run as 2 chunks of 5 (a divisor a little above 10 / 3)
     code, err = _fake_main(
         monkeypatch,
         capsys,
@@ -272,9 +277,9 @@ def test_num_chunks_in_config_yaml_is_what_ran(tmp_path, monkeypatch, capsys):
         str(tmp_path / "run"),
     )
     assert code == 0, err
-    assert sum(x.startswith("  chunk ") for x in err) == 5
+    assert sum(x.startswith("  chunk ") for x in err) == 2
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
-    assert saved["num_chunks"] == 5
+    assert saved["num_chunks"] == 2
 
 
 def test_tensorboard_after_a_stop_and_resume_has_each_step_once(tmp_path, monkeypatch):
@@ -438,3 +443,32 @@ def test_write_errors_leave_out_tensorstores_spec():
     spec = "[tensorstore_spec='{\"a\": [1]}']"
     e = OSError(f"write failed: No space left on device [os_error_code='28'] {spec}; x")
     assert loop._reason(e) == "write failed: No space left on device [os_error_code='28']; x"
+
+
+def test_the_integer_flags_are_read_as_set_reads_them(monkeypatch, tmp_path, capsys):
+    seen = {}
+
+    def fake_run(run_cfg, algo_cfg, out=None):
+        seen.update(run=run_cfg, algo=algo_cfg)
+        raise ValueError("stopped before training")
+
+    monkeypatch.setattr(runner, "run", fake_run)
+    main = _train_main()
+    out = str(tmp_path / "r")
+    argv = ["--total-timesteps", "1e5", "--num-seeds", "2", "--seed", "7", "--out", out]
+    assert main(argv) == 2 and "stopped before training" in capsys.readouterr().err
+    assert seen["algo"].total_timesteps == 100_000
+    assert (seen["run"].num_seeds, seen["run"].seed) == (2, 7)
+    assert main(["--total-timesteps", "lots", "--out", out]) == 2
+    assert "total_timesteps: 'lots' is not an integer" in capsys.readouterr().err
+
+
+def test_total_timesteps_rounded_to_whole_updates_is_said(tmp_path, monkeypatch, capsys):
+    args = ["--total-timesteps", "84", "--set", "eval_episodes=0", "--out", str(tmp_path / "r")]
+    code, err = _fake_main(monkeypatch, capsys, *args)  # updates of 8 env steps
+    assert code == 0, err
+    assert "  env steps: 80 per seed (total_timesteps 84 in whole updates of 8 steps)" in err
+    code, err = _fake_main(
+        monkeypatch, capsys, "--total-timesteps", "80", "--out", str(tmp_path / "r3")
+    )
+    assert code == 0 and not any("env steps:" in x for x in err)

@@ -109,6 +109,14 @@ def main(argv: list[str] | None = None) -> int:
             resources.check(est, resources.available_memory())
         except ValueError as e:
             raise ValueError(f"--episodes {episodes}: {e}") from None
+        if args.render is not None:  # an env without a renderer, before any episode runs
+            from jaxlearn.envs.setup import base_env
+            from jaxlearn.render import renderer_for
+
+            try:
+                renderer_for(base_env(run.algo_cfg)[0])
+            except ValueError as e:
+                raise ValueError(f"--render {args.render!r}: {e}") from None
     except (ValueError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

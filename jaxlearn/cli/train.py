@@ -25,9 +25,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     fields.add_help(p)
     p.add_argument("--algo", help="algorithm (default ppo)")
     p.add_argument("--env", help="environment name (default CartPole-v1)")
-    p.add_argument("--num-seeds", type=int, help="independent agents trained in one vmapped call")
-    p.add_argument("--total-timesteps", type=int, help="env steps per seed")
-    p.add_argument("--seed", type=int, help="base random seed")
+    # read as --set reads them (1e6 is 1000000), and checked with the config's own messages
+    p.add_argument("--num-seeds", help="independent agents trained in one vmapped call")
+    p.add_argument("--total-timesteps", help="env steps per seed (1e6 = 1000000)")
+    p.add_argument("--seed", help="base random seed")
     p.add_argument(
         "--devices",
         help="local devices to shard the seeds over: auto (all when they divide "

@@ -85,9 +85,10 @@ def renderer_for(env: Any) -> Callable[..., None]:
         if cls in RENDERERS:
             return RENDERERS[cls][0]
     name = getattr(env, "name", type(env).__name__)
+    wrapped = " (pass the unwrapped env)" if hasattr(env, "_env") else ""
     raise ValueError(
         f"no renderer for env {name!r} (class {type(env).__name__}); renderable envs: "
-        f"{', '.join(renderable())} (pass the unwrapped env)"
+        f"{', '.join(renderable())}{wrapped}"
     )
 
 
