@@ -9,9 +9,12 @@
   command scaled by `max_velocity` (m/s, the speed is capped at `max_velocity`) applied for
   `dt` seconds; `comm` is a signal the other agents observe next step.
 - Collision: a move whose path would enter an obstacle, or whose end lies closer than
-  `min_agent_distance` to another agent's new position, is cancelled (the agent stays) and
-  counts one collision per cancelled agent. Cancellation is resolved to a fixed point, so
-  every pair stays at least `min_agent_distance` apart once it is.
+  `min_agent_distance` to another agent, slides along that obstacle or agent (its part
+  into it dropped, as in navigation); a slid path that still enters an obstacle, or ends
+  too close to another agent's new position, is cancelled (the agent stays). Each blocked
+  agent counts one collision. Cancellation is resolved to a fixed point, so every pair
+  stays at least `min_agent_distance` apart once it is. (Cancelling alone left a greedy
+  policy repeating the blocked move: its observation barely changes.)
 - Vision (when `params.vision`): each agent observes its `num_sensed` nearest obstacles;
   without it that block is zeros.
 - Reward: the `cooperation` component is the change of the team score this step
@@ -77,7 +80,7 @@ class CooperativeState(T.TaskState):
     obstacles: jax.Array  # [M, 2] centres
     radii: jax.Array  # [M]
     obstacle_mask: jax.Array  # [M] bool
-    collisions: jax.Array  # [] int32 cancelled moves this episode
+    collisions: jax.Array  # [] int32 blocked or cancelled moves this episode
     cooperation_sum: jax.Array  # [N] float32 per-agent scores summed over the episode
 
 
@@ -287,7 +290,7 @@ class Cooperative(T.TaskEnv):
         v = move * params.max_velocity
         speed = jnp.linalg.norm(v, axis=-1, keepdims=True)
         v = v * jnp.minimum(1.0, params.max_velocity / jnp.maximum(speed, 1e-8))
-        new_pos, cancelled = self._move(state, v * params.dt, params)
+        new_pos, blocked = self._move(state, v, params)
 
         centroid = jnp.mean(state.pos, axis=0)
         new_centroid = jnp.mean(new_pos, axis=0)
@@ -298,8 +301,8 @@ class Cooperative(T.TaskEnv):
         team = jnp.mean(scores)
         at_goal = jnp.linalg.norm(new_centroid - state.goal) < params.goal_radius
         success = at_goal & (team >= FORMATION_THRESHOLD)
-        n_cancelled = jnp.sum(cancelled.astype(jnp.int32))
-        collisions = state.collisions + n_cancelled
+        n_blocked = jnp.sum(blocked.astype(jnp.int32))
+        collisions = state.collisions + n_blocked
         coop_sum = state.cooperation_sum + scores
         steps = (state.time + 1).astype(jnp.float32)
 
@@ -313,7 +316,7 @@ class Cooperative(T.TaskEnv):
         comps = {
             "base": progress,
             "time_penalty": jnp.float32(1.0),
-            "collision": n_cancelled.astype(jnp.float32),
+            "collision": n_blocked.astype(jnp.float32),
             "completion": success.astype(jnp.float32),
             # potential-based: the change of the team score, so holding formation pays
             # nothing by itself and the episode sum is final minus initial score
@@ -332,31 +335,49 @@ class Cooperative(T.TaskEnv):
         obs = self.observe_state(next_state.replace(time=state.time + 1), params)
         return next_state, obs, success, comps, task
 
-    def _move(
-        self, state: CooperativeState, delta: jax.Array, params
-    ) -> tuple[jax.Array, jax.Array]:
-        """New positions `[N, 2]` and which agents' moves were cancelled `[N]` bool.
+    def _move(self, state: CooperativeState, v: jax.Array, params) -> tuple[jax.Array, jax.Array]:
+        """New positions `[N, 2]` and which agents were blocked `[N]` bool, for velocities
+        `v` `[N, 2]` (m/s) applied for `dt` seconds.
 
-        A move is cancelled if its path enters an obstacle or its end is closer than
-        `min_agent_distance` to another agent's new position. Cancelling can create new
-        conflicts (with the agent left behind), so it repeats N times: each round either
-        changes nothing or cancels at least one more move, so N rounds reach a fixed point,
-        where no moved agent conflicts; agents that stayed keep their old, valid distances.
+        A move is blocked if its path enters an obstacle or its end is closer than
+        `min_agent_distance` to another agent's position. A blocked move slides: its part
+        into the obstacle (or agent, a disc of that radius) nearest its end is dropped
+        (`task.slide_velocity`), as in navigation; if the slid path still enters an
+        obstacle, the agent stays. Then a move whose end is closer than `min_agent_distance`
+        to another agent's new position is cancelled. Cancelling can create new conflicts
+        (with the agent left behind), so it repeats N times: each round either changes
+        nothing or cancels at least one more move, so N rounds reach a fixed point, where no
+        moved agent conflicts; agents that stayed keep their old, valid distances.
         """
-        n = self.num_agents
-        proposed = jnp.clip(state.pos + delta, 0.0, state.workspace)
-        moves = jnp.any(proposed != state.pos, axis=-1)
-        hit = moves & self._path_hits(state, proposed)
+        n, d_min = self.num_agents, params.min_agent_distance
         off_diag = ~jnp.eye(n, dtype=bool)
+        straight = jnp.clip(state.pos + v * params.dt, 0.0, state.workspace)
+        to_others = jnp.linalg.norm(straight[:, None] - state.pos[None], axis=-1)  # [N, N]
+        hit = jnp.any(straight != state.pos, axis=-1) & (
+            self._path_hits(state, straight) | jnp.any(off_diag & (to_others < d_min), axis=-1)
+        )
+        # what a move can be blocked by: the obstacles, then the other agents as discs
+        centres = jnp.concatenate([state.obstacles, state.pos])
+        radii = jnp.concatenate([state.radii, jnp.full((n,), d_min, jnp.float32)])
+        mask = jnp.concatenate(
+            [jnp.broadcast_to(state.obstacle_mask, (n, self.max_obstacles)), off_diag], axis=1
+        )
+        along = jax.vmap(T.slide_velocity, in_axes=(0, 0, 0, None, None, 0))(
+            state.pos, v, straight, centres, radii, mask
+        )
+        slid = jnp.clip(state.pos + along * params.dt, 0.0, state.workspace)
+        proposed = jnp.where(hit[:, None], slid, straight)
+        moves = jnp.any(proposed != state.pos, axis=-1)
+        stuck = moves & self._path_hits(state, proposed)
 
         def resolve(_, cancelled):
             new = jnp.where(cancelled[:, None], state.pos, proposed)
             d = jnp.linalg.norm(new[:, None] - new[None], axis=-1)
-            close = jnp.any(off_diag & (d < params.min_agent_distance), axis=-1)
+            close = jnp.any(off_diag & (d < d_min), axis=-1)
             return cancelled | (moves & close)
 
-        cancelled = jax.lax.fori_loop(0, n, resolve, hit)
-        return jnp.where(cancelled[:, None], state.pos, proposed), cancelled
+        cancelled = jax.lax.fori_loop(0, n, resolve, stuck)
+        return jnp.where(cancelled[:, None], state.pos, proposed), hit | cancelled
 
     def _path_hits(self, state: CooperativeState, end: jax.Array) -> jax.Array:
         """`[N]` whether the segment from each agent's position to `end` enters an obstacle

@@ -255,12 +255,10 @@ class Navigation(T.TaskEnv):
             return proposed, jnp.bool_(False)
         hit = _inside(proposed, state)
         # slide: drop the motion towards the obstacle that would be hit first
-        sd = jnp.where(state.obstacle_mask, _surface(proposed, state), jnp.inf)
-        j = jnp.argmin(sd)
-        normal = state.pos - state.obstacles[j]
-        normal = normal / jnp.maximum(jnp.linalg.norm(normal), 1e-8)
-        inward = jnp.minimum(jnp.dot(v, normal), 0.0)
-        slid = jnp.clip(state.pos + (v - inward * normal) * dt, 0.0, ws)
+        along = T.slide_velocity(
+            state.pos, v, proposed, state.obstacles, state.radii, state.obstacle_mask
+        )
+        slid = jnp.clip(state.pos + along * dt, 0.0, ws)
         slid_ok = ~_inside(slid, state)
         new_pos = jnp.where(hit, jnp.where(slid_ok, slid, state.pos), proposed)
         return new_pos, hit

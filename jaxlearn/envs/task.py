@@ -288,6 +288,24 @@ def surface_distance(
     return jnp.where(mask, d, jnp.inf)
 
 
+def slide_velocity(
+    pos: jax.Array,
+    v: jax.Array,
+    proposed: jax.Array,
+    centres: jax.Array,
+    radii: jax.Array,
+    mask: jax.Array,
+) -> jax.Array:
+    """`v` `[D]` without its component into the obstacle whose surface is nearest to
+    `proposed` (where `v` would take the agent from `pos`): what is left of a blocked move
+    runs along that obstacle's surface."""
+    j = jnp.argmin(surface_distance(proposed, centres, radii, mask))
+    normal = pos - centres[j]
+    normal = normal / jnp.maximum(jnp.linalg.norm(normal), 1e-8)
+    inward = jnp.minimum(jnp.dot(v, normal), 0.0)
+    return v - inward * normal
+
+
 def obstacle_sensor(
     pos: jax.Array,
     centres: jax.Array,

@@ -107,7 +107,7 @@ def test_random_rollouts_keep_invariants(kwargs, fields):
     np.testing.assert_allclose(
         task["agent_cooperation"].mean(-1), task["cooperation"], rtol=1e-5, atol=1e-6
     )
-    # collisions count cancelled moves; the weighted component is -0.5 per cancelled agent
+    # collisions count blocked moves; the weighted component is -0.5 per blocked agent
     ncol = out["comps"]["collision"] / float(params.reward_weights["collision"])
     assert np.all(ncol == np.round(ncol)) and np.all((ncol >= 0) & (ncol <= n))
 
@@ -151,6 +151,26 @@ def test_move_into_obstacle_is_cancelled_and_counted():
     assert int(nxt.collisions) == 2 and int(info["task"]["collisions"]) == 2
     w = float(params.reward_weights["collision"])
     np.testing.assert_allclose(info["reward_components"]["collision"], 2 * w)
+
+
+def test_oblique_move_into_obstacle_slides_along_it_and_counts():
+    env, params = ENV, ENV.default_params
+    centre, radius = np.array([1.5, 1.0]), 0.3
+    pos = [[1.0, 1.0], [1.0, 3.0], [3.0, 3.0]]  # agent 0's surface 0.2 m ahead
+    state = _state(env, params, pos, obstacles=[(centre, radius)])
+    move = [[1.0, 0.5], [0.0, 0.0], [0.0, 0.0]]  # into it and up: its straight path enters
+    _, nxt, _, _, info = STEP_ENV(jax.random.key(1), state, _action(env, move), params)
+    moved = np.asarray(nxt.pos[0]) - np.asarray(pos[0])
+    normal = (np.asarray(pos[0]) - centre) / np.linalg.norm(np.asarray(pos[0]) - centre)
+    assert moved[1] > 0.05  # it moved, in the commanded sideways direction
+    assert abs(np.dot(moved, normal)) < 1e-6  # tangential only
+    assert np.linalg.norm(np.asarray(nxt.pos[0]) - centre) >= radius
+    assert int(info["task"]["collisions"]) == 1  # touching the obstacle still counts
+    # a slide whose own path enters another obstacle is cancelled
+    state = _state(env, params, pos, obstacles=[(centre, radius), ([1.0, 1.3], 0.1)])
+    _, nxt, _, _, info = STEP_ENV(jax.random.key(1), state, _action(env, move), params)
+    np.testing.assert_allclose(nxt.pos[0], pos[0])
+    assert int(info["task"]["collisions"]) == 1
 
 
 def test_agents_moving_into_each_other_keep_their_distance():
