@@ -165,6 +165,11 @@ def _fmt(x: float) -> str:
     return "nan" if not np.isfinite(x) else f"{x:.1f}"
 
 
+def _seconds(x: float) -> str:
+    """Three significant digits, never in exponent form: 9.41, 883, 3820."""
+    return f"{x:.3g}" if x < 1000 else f"{float(f'{x:.3g}'):.0f}"
+
+
 def _seq(values: np.ndarray, sep: str) -> str:
     return sep.join(_fmt(v) for v in values)
 
@@ -222,8 +227,8 @@ def csv_row(r: ConfigResult) -> dict[str, Any]:
         "greedy_worst": _fmt(g_worst),
         "greedy_best": _fmt(g_best),
         "greedy_returns": _seq(r.greedy, ";"),
-        "compile_s": f"{r.compile_s:.3g}",
-        "run_s": f"{r.run_s:.3g}",
+        "compile_s": _seconds(r.compile_s),
+        "run_s": _seconds(r.run_s),
         "device": r.device,
         "reference": reference_text(r.name),
     }

@@ -88,6 +88,15 @@ def test_unknown_only_lists_the_configs(experiments, tmp_path, capsys):
     assert "allowed: other, tiny_ppo" in capsys.readouterr().err
 
 
+def test_seconds_have_three_significant_digits_and_no_exponent():
+    assert [results._seconds(x) for x in (9.4123, 883.2, 3821.7, 12345.6)] == [
+        "9.41",
+        "883",
+        "3820",
+        "12300",
+    ]
+
+
 def test_stats_and_band_against_numpy():
     curve = np.array([[1.0, np.nan, 5.0], [3.0, 4.0, np.nan], [2.0, 6.0, np.nan]])
     mean, lo, hi = results._band(curve)
