@@ -337,18 +337,11 @@ class Cooperative(T.TaskEnv):
 
     def _move(self, state: CooperativeState, v: jax.Array, params) -> tuple[jax.Array, jax.Array]:
         """New positions `[N, 2]` and which agents were blocked `[N]` bool, for velocities
-        `v` `[N, 2]` (m/s) applied for `dt` seconds.
-
-        A move is blocked if its path enters an obstacle or its end is closer than
-        `min_agent_distance` to another agent's position. A blocked move slides: its part
-        into the obstacle (or agent, a disc of that radius) nearest its end is dropped
-        (`task.slide_velocity`), as in navigation; if the slid path still enters an
-        obstacle, the agent stays. Then a move whose end is closer than `min_agent_distance`
-        to another agent's new position is cancelled. Cancelling can create new conflicts
-        (with the agent left behind), so it repeats N times: each round either changes
-        nothing or cancels at least one more move, so N rounds reach a fixed point, where no
-        moved agent conflicts; agents that stayed keep their old, valid distances.
-        """
+        `v` `[N, 2]` (m/s) applied for `dt` seconds, by the collision rule above (the other
+        agents block as discs of radius `min_agent_distance`). Cancelling can create new
+        conflicts (with the agent left behind), so it repeats N times: each round changes
+        nothing or cancels one more move, so N rounds reach a fixed point where no moved
+        agent conflicts; agents that stayed keep their old, valid distances."""
         n, d_min = self.num_agents, params.min_agent_distance
         off_diag = ~jnp.eye(n, dtype=bool)
         straight = jnp.clip(state.pos + v * params.dt, 0.0, state.workspace)
