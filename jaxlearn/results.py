@@ -98,21 +98,28 @@ class ConfigResult:
         return int(self.train.shape[0])
 
 
+SIMD = (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX"))  # /proc/cpuinfo flag, name
+
+
 def device_name() -> str:
-    """The first device in words: the GPU/TPU kind, or the CPU model and its core count."""
+    """The first device in words: the GPU/TPU kind, or the CPU model, its core count and its
+    widest vector unit (XLA's CPU code, and so the float rounding of a run, depends on it)."""
     d = jax.devices()[0]
     if d.platform != "cpu":
         return f"{d.device_kind} ({d.platform}, {jax.device_count()} device(s))"
-    model = "CPU"
+    model, flags = "CPU", set()
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
+                if line.startswith("model name") and model == "CPU":
                     model = line.split(":", 1)[1].strip()
+                elif line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
                     break
     except OSError:
         pass
-    return f"{model} ({os.cpu_count()} cores, CPU)"
+    simd = next((name for flag, name in SIMD if flag in flags), None)
+    return f"{model} ({os.cpu_count()} cores, {simd + ', ' if simd else ''}CPU)"
 
 
 def train_config(
