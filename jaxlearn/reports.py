@@ -7,7 +7,6 @@ written last and atomically, since its presence marks the run finished.
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 import jax
@@ -20,6 +19,7 @@ from jaxlearn.sinks import (
     final_episode_metrics,
     plot_curriculum,
     plot_learning_curve,
+    replacing,
     returns,
     write_curve,
 )
@@ -124,10 +124,8 @@ def finish(
         title=f"{run_cfg.algo.upper()} on {algo_cfg.env} ({run_cfg.num_seeds} seed(s))",
     )
     written = {k: v for k, v in summary.items() if k != "run_dir"}
-    tmp = f"{folder.metrics_file}.partial"
-    with open(tmp, "w") as f:
+    with replacing(folder.metrics_file) as f:
         json.dump(written, f, indent=2)
-    os.replace(tmp, folder.metrics_file)
     run["log"](
         f"[{run_cfg.algo} {algo_cfg.env}] done: final return {summary['final_return_mean']:.2f} "
         f"(worst seed {summary['final_return_min']:.2f}), "

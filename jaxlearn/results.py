@@ -11,7 +11,6 @@ published figures we compare with, and whether each is a training or a greedy re
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import dataclasses
 import os
@@ -23,7 +22,7 @@ import jax
 import numpy as np
 
 from jaxlearn import algos, task_results
-from jaxlearn.sinks import final_returns, smoothed_curve
+from jaxlearn.sinks import final_returns, replacing, smoothed_curve
 
 
 @dataclasses.dataclass(frozen=True)
@@ -263,20 +262,6 @@ def merge_rows(old: list[dict[str, str]], results: list[ConfigResult]) -> list[d
     rows = {row["config"]: row for row in old}
     rows.update({r.name: csv_row(r) for r in results})
     return [rows[name] for name in sorted(rows)]
-
-
-@contextlib.contextmanager
-def replacing(path: str, **open_kwargs: Any):
-    """Write a text file beside `path` and rename it over `path` once complete, so a write
-    that fails half-way (a full disk) leaves the previous file whole."""
-    tmp = f"{path}.partial-{os.getpid()}"
-    try:
-        with open(tmp, "w", **open_kwargs) as f:
-            yield f
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def write_csv(

@@ -19,6 +19,7 @@ of blocking it; this module knows no run folder (the paths come from `jaxlearn.r
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 import time
@@ -289,6 +290,20 @@ def read_events(path: str) -> list:
     return events
 
 
+@contextlib.contextmanager
+def replacing(path: str, mode: str = "w", **open_kwargs: Any):
+    """Write a file beside `path` and rename it over `path` once complete, so a write that
+    fails half-way (a full disk) leaves the previous file whole and no partial one."""
+    tmp = f"{path}.partial-{os.getpid()}"
+    try:
+        with open(tmp, mode, **open_kwargs) as f:
+            yield f
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
 def trim_events(paths: Iterable[str], max_step: int) -> int:
     """Drop every event after `max_step` (and any torn last record) from the event files
     `paths`, each rewritten atomically (a temporary file renamed over it); returns how
@@ -304,14 +319,10 @@ def trim_events(paths: Iterable[str], max_step: int) -> int:
         if len(kept) == len(events) and len(body) == size:
             continue
         dropped += len(events) - len(kept)
-        tmp = f"{path}.trim-{os.getpid()}"
         try:
-            with open(tmp, "wb") as f:
+            with replacing(path, "wb") as f:
                 f.write(body)
-            os.replace(tmp, path)
         except OSError as e:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
             raise _failed("TensorBoard events", path, e) from e
     return dropped
 
