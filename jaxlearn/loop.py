@@ -255,6 +255,9 @@ def train(
             for c in range(first_call, num_calls):
                 active, before, t = min(chunk_size, num_updates - done), done, time.perf_counter()
                 state, metrics = chunk(state, place.hparams, np.int32(active))
+                # while this chunk runs, the previous save commits: its "checkpoint N" line
+                # comes right after the chunk it belongs to, never a chunk later
+                ckpt.wait()
                 metrics = place.host_metrics(metrics, active)  # [num_seeds, active]
                 dt = time.perf_counter() - t
                 run_seconds += dt
@@ -266,7 +269,6 @@ def train(
                     for i, row in enumerate(chunk_scalars(metrics, curve, before)):
                         writer.scalars((before + i + 1) * spu, row)
                     writer.flush()
-                ckpt.poll()  # "checkpoint N" for an earlier save whose write has finished
                 if "curriculum_stage" in metrics:
                     for line in stage_changes(
                         metrics["curriculum_stage"], stage, before, spu, names

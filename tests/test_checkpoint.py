@@ -738,6 +738,20 @@ def test_process_killed_mid_save_leaves_only_loadable_checkpoints(tmp_path):
         assert int(Checkpointer(d).restore(2, like)[0]["step"]) == 2
 
 
+def test_each_checkpoint_line_follows_its_own_chunk_line(tmp_path):
+    # the write is asynchronous; its line must still come before the next chunk's line
+    lines = []
+    run(RunConfig(algo="dqn", num_chunks=4), DQN_SMALL, out=str(tmp_path / "r"), log=lines.append)
+    chunks = [i for i, s in enumerate(lines) if s.startswith("  chunk ")]
+    saves = [i for i, s in enumerate(lines) if s.startswith("  checkpoint ")]
+    assert len(chunks) == len(saves) == 4, lines
+    spu = 10  # env steps per DQN update (num_envs)
+    for c, k in zip(chunks, saves, strict=True):
+        assert c < k and not [i for i in chunks if c < i < k], lines  # no chunk between
+        step = int(re.search(r"step ([\d,]+)/", lines[c]).group(1).replace(",", ""))
+        assert int(lines[k].split()[1]) * spu == step, (lines[c], lines[k])
+
+
 # ---- 7. divergence guard ----------------------------------------------------------------------
 
 DQN_DIVERGES = DQNConfig(**{**to_dict(DQN_SMALL), "learning_rate": 1e30})
