@@ -49,6 +49,7 @@ def test_help_lists_every_field_of_every_config_in_its_section(help_text):
         "dqn fields (DQNConfig, --algo dqn):": DQNConfig,
     }
     assert set(expected) <= set(sections)
+    assert [t for t in sections if t in expected] == list(expected)  # the default algo first
     for title, cls in expected.items():
         listed = [line.split(" (", 1)[0].strip() for line in sections[title]]
         assert listed == [f.name for f in dataclasses.fields(cls)], title

@@ -226,7 +226,8 @@ def config_classes() -> tuple[type, dict[str, type]]:
     from jaxlearn import algos
     from jaxlearn.rundir import RunConfig
 
-    return RunConfig, {name: cfg for name, (cfg, _) in sorted(algos.ALGOS.items())}
+    # in ALGOS order: the default algo (ppo) first
+    return RunConfig, {name: cfg for name, (cfg, _) in algos.ALGOS.items()}
 
 
 class _KeepLines(argparse.HelpFormatter):
