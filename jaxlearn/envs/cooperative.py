@@ -9,22 +9,15 @@
   command scaled by `max_velocity` (m/s, the speed is capped at `max_velocity`) applied for
   `dt` seconds; `comm` is a signal the other agents observe next step.
 - Collision: a move whose path would enter an obstacle, or whose end lies closer than
-  `min_agent_distance` to another agent, slides along that obstacle or agent (its part
-  into it dropped, as in navigation); a slid path that still enters an obstacle, or ends
-  too close to another agent's new position, is cancelled (the agent stays). Each blocked
-  agent counts one collision. Cancellation is resolved to a fixed point, so every pair
-  stays at least `min_agent_distance` apart once it is. (Cancelling alone left a greedy
-  policy repeating the blocked move: its observation barely changes.)
+  `min_agent_distance` to another agent, slides along it (as in navigation); a slid move
+  that still collides is cancelled, resolved to a fixed point so that every pair stays at
+  least `min_agent_distance` apart once it is. Each blocked agent counts one collision.
 - Vision (when `params.vision`): each agent observes its `num_sensed` nearest obstacles;
   without it that block is zeros.
-- Reward: the `cooperation` component is the change of the team score this step
-  (potential-based shaping). A per-step bonus for the score itself would pay a team more
-  for lingering in formation than for reaching the goal; measured with PPO it did exactly
-  that (success 0.30 while the cooperation sum dominated the return).
-- The `formation` component is the team score minus 1 every step, a cost of travelling
-  out of formation (weight 0 by default; `experiments/cooperative.yaml` sets it). With
-  `cooperation` alone the team is paid the final minus the initial score only, so it
-  arrived in formation but travelled loosely (mean score 0.52).
+- Reward: `cooperation` is the change of the team score this step (potential-based
+  shaping); `formation` is the team score minus 1 every step, a cost of travelling out of
+  formation (weight 0 by default; `experiments/cooperative.yaml` sets it). docs/tasks.md
+  gives the measurements behind both choices and behind sliding.
 - Ends: terminated when the centroid is within `goal_radius` of the goal with a cooperation
   score >= 0.5 (`task["success"]`), truncated after `time_limit` seconds.
 
