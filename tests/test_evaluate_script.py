@@ -107,7 +107,7 @@ def test_sampled_policy_is_its_own_deterministic_evaluation(main, capsys, run_di
         (["--checkpoint", "newest"], "checkpoint='newest' is invalid"),
         (["--render", "episode.avi"], r"--render .*\.gif"),
         (["--policy", "random"], "--policy 'random' is invalid: allowed values are greedy, samp"),
-        (["--render", "e.gif", "--policy", "sampled"], "allowed with --render: greedy"),
+        (["--render", __file__[:-3] + ".py"], r"--render .*\.gif"),
         (["--checkpoint", "9"], r"no checkpoint at step 9 .*available: \[8, 16\]"),
         (
             ["--episodes", "2000000000"],
@@ -181,12 +181,14 @@ def test_damaged_checkpoint_exit_2(run_dir, tmp_path):
 
 
 @pytest.mark.slow  # the script end to end: evaluates and renders a GIF
-def test_render_writes_one_frame_per_state_of_a_greedy_episode(main, capsys, run_dir, tmp_path):
+@pytest.mark.parametrize("policy", ["greedy", "sampled"])
+def test_render_writes_one_frame_per_state_of_an_episode(main, capsys, run_dir, tmp_path, policy):
     from PIL import Image, ImageSequence
 
     path = tmp_path / "episode.gif"
-    rc, out, err = _call(main, capsys, run_dir, "--episodes", "1", "--render", str(path))
+    args = ("--episodes", "1", "--policy", policy, "--render", str(path))
+    rc, out, err = _call(main, capsys, run_dir, *args)
     assert rc == 0, err
     frames = sum(1 for _ in ImageSequence.Iterator(Image.open(path)))
-    steps = int(re.search(r"episode of (\d+) steps", err).group(1))
+    steps = int(re.search(rf"{policy} episode of (\d+) steps", err).group(1))
     assert frames == steps + 1 and steps >= 1  # the reset state, then one frame per step

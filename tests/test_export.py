@@ -98,8 +98,70 @@ def test_dqn_round_trip_matches_training_policy(tmp_path):
         "cnn_kernels",
         "cnn_strides",
         "layer_norm",
+        "epsilon_end",
     }
     assert os.path.getsize(tmp_path / "q" / PARAMS_FILE) < 1_000_000
+
+
+# ---- sampled actions ------------------------------------------------------------------------
+
+
+def test_ppo_sample_draws_from_the_policys_distribution(tmp_path, cartpole):
+    cfg, params = cartpole
+    head = params["params"]["policy_head"]  # a fresh head is near uniform: make it not
+    head = {"kernel": head["kernel"] * 150.0, "bias": head["bias"] + np.float32([0.0, 0.7])}
+    params = {"params": {**params["params"], "policy_head": head}}
+    policy = load_policy(_saved(tmp_path, (cfg, params)))
+    e, ep = base_env(cfg)
+    obs = _obs(e, ep, n=4)
+    logits, _ = make_policy(cfg, e, ep).network.apply(params, obs)
+    want = np.asarray(jax.nn.softmax(logits))[:, 1]  # P(action 1) per observation
+    draws = np.stack([np.asarray(policy.sample(obs, jax.random.key(i))) for i in range(2000)])
+    assert set(np.unique(draws)) <= {0, 1}
+    # 2000 draws: the frequency is within 4 standard errors of the probability
+    np.testing.assert_allclose(draws.mean(axis=0), want, atol=4 * 0.5 / np.sqrt(2000))
+    assert np.all((want > 0.05) & (want < 0.95))  # a distribution, not a fixed action
+    same = policy.sample(obs, jax.random.key(7)), policy.sample(obs, jax.random.key(7))
+    np.testing.assert_array_equal(*same)  # the key decides the draw
+    one = policy.sample(obs[0], jax.random.key(3))
+    assert np.shape(one) == () and int(one) in (0, 1)
+    with pytest.raises(ValueError, match="one PRNG key"):
+        policy.sample(obs, jax.random.split(jax.random.key(0), 4))
+
+
+def test_dqn_sample_is_epsilon_greedy_at_the_exported_epsilon_end(tmp_path):
+    e, ep = base_env(DQNConfig(**SMALL_DQN))
+    obs = _obs(e, ep, n=256)
+    for eps in (0.0, 1.0):
+        cfg = DQNConfig(**SMALL_DQN, epsilon_end=eps)
+        params = _init_state(make_dqn_learner(cfg)).params
+        save_policy(str(tmp_path / f"q{eps}"), "dqn", cfg, params)
+        policy = load_policy(str(tmp_path / f"q{eps}"))
+        assert policy.spec["config"]["epsilon_end"] == eps
+        drawn = np.asarray(policy.sample(obs, jax.random.key(0)))
+        agree = np.mean(drawn == np.asarray(policy.act(obs)))
+        # epsilon 0: always the greedy action; 1: uniform over 2 actions, so about half agree
+        assert agree == 1.0 if eps == 0.0 else 0.35 < agree < 0.65, (eps, agree)
+
+
+def test_a_format_4_dqn_export_samples_at_the_default_epsilon(tmp_path):
+    cfg = DQNConfig(**SMALL_DQN, epsilon_end=1.0)
+    path = str(tmp_path / "q")
+    save_policy(path, "dqn", cfg, _init_state(make_dqn_learner(cfg)).params)
+
+    def as_format_4(spec):  # what format 4 wrote: no epsilon_end
+        spec["format"] = 4
+        del spec["config"]["epsilon_end"]
+
+    _edit_spec(path, as_format_4, rehash=True)
+    policy = load_policy(path)
+    e, ep = base_env(cfg)
+    obs = _obs(e, ep, n=2000)
+    agree = np.mean(np.asarray(policy.sample(obs, jax.random.key(1))) == policy.act(obs))
+    assert 0.95 < agree < 0.995  # epsilon 0.05 (the default): about 97.5% greedy
+    _edit_spec(path, lambda s: s.update(format=5), rehash=True)  # format 5 needs it
+    with pytest.raises(ValueError, match=r"missing \['epsilon_end'\]"):
+        load_policy(path)
 
 
 def test_normalized_observations_are_exported_with_their_statistics(tmp_path):
@@ -689,7 +751,7 @@ def test_env_param_overrides_and_a_curriculum_stage_are_recorded(tmp_path):
 
 def test_export_from_run_records_the_runs_env_params(run_dir, tmp_path):
     spec = export_from_run(run_dir, str(tmp_path / "policy"))
-    assert spec["format"] == 4
+    assert spec["format"] == 5
     assert spec["env_params"]["x_threshold"] == 2.4 and spec["env_params"]["tau"] == 0.02
 
 

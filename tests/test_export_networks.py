@@ -101,6 +101,20 @@ def test_one_observation_and_its_state_act_as_a_batch_row(gru_policy):
     np.testing.assert_array_equal(np.asarray(a2), np.asarray(actions))
 
 
+def test_a_recurrent_sample_carries_the_same_state_as_act(gru_policy):
+    _, _, policy = gru_policy
+    obs = np.random.default_rng(3).normal(0.0, 2.0, (64, 2)).astype(np.float32)
+    state = jnp.asarray(np.random.default_rng(4).normal(0.0, 0.5, (64, 8)), jnp.float32)
+    greedy, after = policy.act(obs, state)
+    drawn, drawn_after = policy.sample(obs, state, jax.random.key(0))
+    # the core reads the observation before the action is drawn: the same next state
+    np.testing.assert_allclose(np.asarray(drawn_after), np.asarray(after), rtol=1e-6, atol=1e-6)
+    assert set(np.unique(np.asarray(drawn))) <= {0, 1}
+    assert not np.array_equal(np.asarray(drawn), np.asarray(greedy))  # drawn, not the argmax
+    a, s = policy.sample(obs[0], state[0], jax.random.key(0))
+    assert np.shape(a) == () and s.shape == (8,)
+
+
 @pytest.mark.parametrize(
     "state_shape", [(8,), (4, 8), (5, 7), (5, 8, 1)], ids=["unbatched", "batch", "size", "rank"]
 )

@@ -18,8 +18,8 @@ from jaxlearn.algos.ppo import PPOConfig
 from jaxlearn.algos.ppo.train import make_policy
 from jaxlearn.envs.navigation import Navigation
 from jaxlearn.envs.registry import make
-from jaxlearn.export import save_policy
-from jaxlearn.render import collect_episode, render, render_episodes, renderable
+from jaxlearn.export import load_policy, save_policy
+from jaxlearn.render import collect_episode, collect_episodes, render, render_episodes, renderable
 from jaxlearn.runner import RunConfig, run
 
 
@@ -126,6 +126,60 @@ def test_render_episodes_from_an_exported_policy(tmp_path):
     assert info["frames"] == sum(lengths) + 2 == _gif_frames(path)
 
 
+def test_sampled_episodes_start_where_greedy_ones_do_and_act_differently(tmp_path):
+    cfg = PPOConfig(env="CartPole-v1", hidden_sizes=(8,))
+    env, env_params = make("CartPole-v1")
+    net = make_policy(cfg, env, env_params).network
+    rng = np.random.default_rng(0)
+    shapes = jax.eval_shape(net.init, jax.random.key(0), jnp.zeros((1, 4)))
+    params = jax.tree.map(lambda s: rng.normal(0.0, 0.5, s.shape).astype(s.dtype), shapes)
+    save_policy(str(tmp_path / "policy"), "ppo", cfg, params)
+    policy = load_policy(str(tmp_path / "policy"))
+    keys = jax.random.split(jax.random.key(2), 8)
+    greedy = collect_episodes(policy.act, env, env_params, keys, 40)
+    sampled = collect_episodes(policy.sample, env, env_params, keys, 40, sampled=True)
+    again = collect_episodes(policy.sample, env, env_params, keys, 40, sampled=True)
+    for (g, _), (s, _), (a, _) in zip(greedy, sampled, again, strict=True):
+        np.testing.assert_array_equal(g.x[0], s.x[0])  # the same reset state
+        np.testing.assert_array_equal(s.x, a.x)  # the same key, the same episode
+    # a policy far from deterministic: sampling changes where some episode goes
+    assert any(
+        len(g.x) != len(s.x) or not np.array_equal(g.x, s.x)
+        for (g, _), (s, _) in zip(greedy, sampled, strict=True)
+    )
+    path = str(tmp_path / "sampled.gif")
+    info = render_episodes(str(tmp_path / "policy"), path, seed=1, max_steps=8, policy="sampled")
+    assert info["frames"] == info["lengths"][0] + 1 == _gif_frames(path)
+    with pytest.raises(ValueError, match=r"policy='random' is invalid: allowed \('greedy'"):
+        render_episodes(str(tmp_path / "policy"), str(tmp_path / "r.gif"), policy="random")
+
+
+def test_an_exported_policy_renders_in_the_env_params_it_was_trained_on(tmp_path):
+    cfg = PPOConfig(env="Navigation2D-v0", hidden_sizes=(8,))
+    env, env_params = make("Navigation2D-v0")
+    net = make_policy(cfg, env, env_params).network
+    obs_shape = (1, *env.observation_space(env_params).shape)
+    shapes = jax.eval_shape(net.init, jax.random.key(0), jnp.zeros(obs_shape))
+    params = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)  # stands still
+    stage = env_params.replace(time_limit=env_params.dt * 3)  # a 3-step episode
+    save_policy(str(tmp_path / "policy"), "ppo", cfg, params, env_params=stage)
+    info = render_episodes(str(tmp_path / "policy"), str(tmp_path / "nav.gif"), episodes=2)
+    assert info["lengths"] == [3, 3]  # the default params' limit is 600 steps
+
+
+def test_an_existing_file_is_never_overwritten(tmp_path):
+    path = tmp_path / "mine.gif"
+    path.write_bytes(b"a picture of mine")
+    with pytest.raises(ValueError, match="already exists; jaxlearn never overwrites"):
+        render_episodes(str(tmp_path / "no_such_run"), str(path))
+    with pytest.raises(ValueError, match="already exists"):
+        render(*make("CartPole-v1"), [], str(path))
+    assert path.read_bytes() == b"a picture of mine"
+    (tmp_path / "dir.gif").mkdir()
+    with pytest.raises(ValueError, match="already exists"):
+        render_episodes(str(tmp_path / "no_such_run"), str(tmp_path / "dir.gif"))
+
+
 def test_render_episodes_of_a_recurrent_policy_on_masked_observations(tmp_path):
     """A GRU policy trained on CartPole without velocities: rendering feeds it the masked
     observation and carries its core state (the env drawn is the unmasked CartPole)."""
@@ -146,11 +200,14 @@ def test_render_episodes_of_a_recurrent_policy_on_masked_observations(tmp_path):
     )
     params = jax.tree.map(lambda s: rng.normal(0.0, 0.5, s.shape).astype(s.dtype), shapes)
     save_policy(str(tmp_path / "policy"), "ppo", cfg, params)
-    path = str(tmp_path / "gru.gif")
-    info = render_episodes(str(tmp_path / "policy"), path, episodes=2, seed=1, max_steps=8)
-    lengths = info["lengths"]
-    assert len(lengths) == 2 and all(1 <= n <= 8 for n in lengths)
-    assert info["frames"] == sum(lengths) + 2 == _gif_frames(path)
+    for policy in ("greedy", "sampled"):  # the core state is carried either way
+        path = str(tmp_path / f"gru_{policy}.gif")
+        info = render_episodes(
+            str(tmp_path / "policy"), path, episodes=2, seed=1, max_steps=8, policy=policy
+        )
+        lengths = info["lengths"]
+        assert len(lengths) == 2 and all(1 <= n <= 8 for n in lengths)
+        assert info["frames"] == sum(lengths) + 2 == _gif_frames(path)
 
 
 @pytest.mark.slow  # trains a (tiny) run first

@@ -41,8 +41,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--render",
         metavar="FILE",
         default=None,
-        help="also draw one greedy episode of seed 0 to FILE (.gif, or .mp4 with ffmpeg on "
-        "PATH); see docs/rendering.md",
+        help="also draw one episode of seed 0, acting as --policy says, to FILE (a new .gif, "
+        "or .mp4 with ffmpeg on PATH); see docs/rendering.md",
     )
     return p.parse_args(argv)
 
@@ -75,11 +75,6 @@ def main(argv: list[str] | None = None) -> int:
         if args.policy not in POLICIES:
             raise ValueError(
                 f"--policy {args.policy!r} is invalid: allowed values are {', '.join(POLICIES)}"
-            )
-        if args.render is not None and args.policy != "greedy":
-            raise ValueError(
-                "--render draws a greedy episode; it cannot be combined with --policy "
-                f"{args.policy} (allowed with --render: greedy)"
             )
         if args.render is not None:
             from jaxlearn.render import check_path
@@ -152,9 +147,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.render is not None:
         from jaxlearn.render import render_episodes
 
-        info = render_episodes(args.run_dir, args.render, seed=seed, checkpoint=run.step)
+        info = render_episodes(
+            args.run_dir, args.render, seed=seed, checkpoint=run.step, policy=args.policy
+        )
         log(
-            f"[evaluate] wrote {args.render}: {info['frames']} frames, episode of "
+            f"[evaluate] wrote {args.render}: {info['frames']} frames, {args.policy} episode of "
             f"{info['lengths'][0]} steps, return {info['returns'][0]:.2f}"
         )
     return 0

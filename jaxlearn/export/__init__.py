@@ -20,6 +20,7 @@ An exported policy is a directory (never overwritten) with two files:
     save_policy("cartpole_policy", "ppo", cfg, params)
     policy = load_policy("cartpole_policy")
     action = policy.act(obs)  # obs [B, *obs_shape] -> [B, ...]; obs [*obs_shape] -> [...]
+    drawn = policy.sample(obs, key)  # as in training: PPO's distribution, DQN's epsilon_end
 
 A recurrent policy (PPO `core: gru`) carries its core's state from step to step:
 
@@ -52,9 +53,10 @@ who can write the folder can change a field or the parameters, set `signed` to f
 `hmac` and recompute both hashes, and that export loads where no key is set. Only the
 HMAC authenticates an export: set the key wherever exports of signed runs are loaded.
 
-Format 4 is written; format 3 exports (before the torso, core and mask were recorded: MLPs)
-and format 2 exports (before `env_params` was recorded) still load, with the defaults for
-what they lack (format 2: the env parameters their config builds).
+Format 5 is written (DQN's `epsilon_end` recorded, for `sample`); format 4 exports (DQN
+then samples at the default 0.05), format 3 exports (before the torso, core and mask were
+recorded: MLPs) and format 2 exports (before `env_params` was recorded) still load, with
+the defaults for what they lack (format 2: the env parameters their config builds).
 
 The code: `record` (policy.json's fields and checks), `network` (the network, `apply`,
 `act`), `policy` (`save_policy`, `load_policy`, `export_from_run`).

@@ -19,9 +19,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxlearn import algos
+from jaxlearn.algos.dqn.networks import sampled_act as dqn_sampled
 from jaxlearn.algos.dqn.train import make_agent
 from jaxlearn.algos.ppo.networks import RecurrentActorCritic
+from jaxlearn.algos.ppo.policy import sampled_act as ppo_sampled
 from jaxlearn.algos.ppo.recurrent import make_recurrent_policy
+from jaxlearn.algos.ppo.recurrent import sampled_act as recurrent_sampled
 from jaxlearn.algos.ppo.train import make_policy
 from jaxlearn.envs.setup import base_env
 from jaxlearn.envs.wrappers import NormalizeObservation, NormalizeObservationState
@@ -36,19 +39,22 @@ def config_class(algo: str) -> type:
     return algos.ALGOS[algo][0]
 
 
-def greedy_network(algo: str, cfg: Any) -> tuple[Any, Callable, Any, Any]:
-    """`(network, act, env, env_params)` for `cfg`, on its unwrapped env (observation mask
-    applied). `act(params, obs) -> action`, or for a recurrent core `act(params, state, obs)
-    -> (state, action)`."""
+def policy_network(algo: str, cfg: Any) -> tuple[Any, Callable, Callable, Any, Any]:
+    """`(network, greedy, sampled, env, env_params)` for `cfg`, on its unwrapped env
+    (observation mask applied). `greedy(params, obs) -> action` and `sampled(params, obs,
+    key) -> action` (drawn as in training: PPO from its distribution, DQN epsilon-greedy at
+    `epsilon_end`); for a recurrent core `greedy(params, state, obs) -> (state, action)`
+    and `sampled(params, state, obs, key) -> (state, action)`."""
     env, env_params = base_env(cfg)
     if algo == "ppo" and cfg.core != "none":
         policy = make_recurrent_policy(cfg, env, env_params)
-        return policy.network, policy.act_greedy, env, env_params
+        return policy.network, policy.act_greedy, recurrent_sampled(policy), env, env_params
     if algo == "ppo":
         policy = make_policy(cfg, env, env_params)
-        return policy.network, policy.act_greedy, env, env_params
+        return policy.network, policy.act_greedy, ppo_sampled(policy), env, env_params
     agent = make_agent(cfg, env, env_params)
-    return agent.network, agent.greedy_action, env, env_params
+    sampled = dqn_sampled(agent, cfg.epsilon_end)
+    return agent.network, agent.greedy_action, sampled, env, env_params
 
 
 def param_template(network: Any, env: Any, env_params: Any) -> Any:
@@ -123,11 +129,10 @@ def check_finite_params(params: Any, where: str) -> None:
             )
 
 
-def apply_fn(
-    act_greedy: Callable, norm: dict[str, Any] | None, recurrent: bool = False
-) -> Callable:
-    """The pure, jittable policy: `apply(params, obs [B, *obs_shape]) -> action [B, ...]`,
-    or with a recurrent core `apply(params, obs, state [B, H]) -> (action, state)`."""
+def apply_fn(act: Callable, norm: dict[str, Any] | None, recurrent: bool = False) -> Callable:
+    """The pure, jittable policy: `apply(params, obs [B, *obs_shape], *key) -> action [B,
+    ...]`, or with a recurrent core `apply(params, obs, state [B, H], *key) -> (action,
+    state)`; `act` is `policy_network`'s greedy (no key) or sampled (a key last) function."""
     if norm is None:
         normalize = lambda obs: obs  # noqa: E731
     else:
@@ -138,16 +143,16 @@ def apply_fn(
 
     if recurrent:
 
-        def apply_recurrent(params: Any, obs: Any, state: Any) -> tuple[Any, Any]:
-            state, action = act_greedy(params, state, normalize(obs))
+        def apply_recurrent(params: Any, obs: Any, state: Any, *key: Any) -> tuple[Any, Any]:
+            state, action = act(params, state, normalize(obs), *key)
             return action, state
 
         return apply_recurrent
     if norm is None:
-        return act_greedy
+        return act
 
-    def apply(params: Any, obs: Any) -> Any:
-        return act_greedy(params, normalize(obs))
+    def apply(params: Any, obs: Any, *key: Any) -> Any:
+        return act(params, normalize(obs), *key)
 
     return apply
 
@@ -191,11 +196,37 @@ def _checked_state(state: Any, batch: int | None, size: int) -> Any:
     return s.astype(jnp.float32)
 
 
+def _checked_key(key: Any) -> Any:
+    """`key` if it is one PRNG key (`jax.random.key(seed)`, or a raw `[2]` uint32 key)."""
+    k = key if isinstance(key, jax.core.Tracer) else jnp.asarray(key)
+    if jax.dtypes.issubdtype(k.dtype, jax.dtypes.prng_key) and k.shape == ():
+        return k
+    if k.dtype == jnp.uint32 and tuple(k.shape) == (2,):
+        return k
+    raise ValueError(
+        f"sample: key has shape {tuple(k.shape)} {k.dtype}; it must be one PRNG key "
+        "(jax.random.key(seed)), a new one for every call"
+    )
+
+
 def host_act(
-    apply_jit: Callable, params: Any, obs_shape: tuple[int, ...], state_size: int = 0
+    apply_jit: Callable,
+    params: Any,
+    obs_shape: tuple[int, ...],
+    state_size: int = 0,
+    sampled: bool = False,
 ) -> Callable:
-    """The checking host `act` around the jitted `apply` (see `ExportedPolicy.act`)."""
+    """The checking host `act` around the jitted `apply` (see `ExportedPolicy.act`), or
+    with `sampled` the host `sample`, which takes a PRNG key last (`ExportedPolicy.sample`)."""
     if state_size:
+
+        def run_recurrent(obs: Any, state: Any, *key: Any) -> tuple[Any, Any]:
+            x, single = _checked_obs(obs, obs_shape)
+            s = _checked_state(state, None if single else x.shape[0], state_size)
+            if single:
+                action, s = apply_jit(params, x[None], s[None], *key)
+                return jax.tree.map(lambda a: a[0], action), s[0]
+            return apply_jit(params, x, s, *key)
 
         def act_recurrent(obs: Any, state: Any) -> tuple[Any, Any]:
             """Greedy action and next core state for `obs [B, *obs_shape]` and `state
@@ -206,14 +237,19 @@ def host_act(
                     NaN/inf observation (checked unless traced under jit/vmap).
                 TypeError: an observation that is not real numbers.
             """
-            x, single = _checked_obs(obs, obs_shape)
-            s = _checked_state(state, None if single else x.shape[0], state_size)
-            if single:
-                action, s = apply_jit(params, x[None], s[None])
-                return jax.tree.map(lambda a: a[0], action), s[0]
-            return apply_jit(params, x, s)
+            return run_recurrent(obs, state)
 
-        return act_recurrent
+        def sample_recurrent(obs: Any, state: Any, key: Any) -> tuple[Any, Any]:
+            """As `act`, with the action drawn as in training from PRNG `key`."""
+            return run_recurrent(obs, state, _checked_key(key))
+
+        return sample_recurrent if sampled else act_recurrent
+
+    def run(obs: Any, *key: Any) -> Any:
+        x, single = _checked_obs(obs, obs_shape)
+        if single:
+            return jax.tree.map(lambda a: a[0], apply_jit(params, x[None], *key))
+        return apply_jit(params, x, *key)
 
     def act(obs: Any) -> Any:
         """Greedy action for `obs [B, *obs_shape]` (-> `[B, ...]`) or one `obs [*obs_shape]`
@@ -224,9 +260,12 @@ def host_act(
                 or a NaN/inf observation (checked unless `obs` is traced under jit/vmap).
             TypeError: an observation that is not real numbers.
         """
-        x, single = _checked_obs(obs, obs_shape)
-        if single:
-            return jax.tree.map(lambda a: a[0], apply_jit(params, x[None]))
-        return apply_jit(params, x)
+        return run(obs)
 
-    return act
+    def sample(obs: Any, key: Any) -> Any:
+        """As `act`, with the action drawn as in training from PRNG `key` (PPO: from the
+        policy's distribution; DQN: epsilon-greedy at `epsilon_end`); raises ValueError
+        for a `key` that is not one PRNG key."""
+        return run(obs, _checked_key(key))
+
+    return sample if sampled else act

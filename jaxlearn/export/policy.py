@@ -24,11 +24,11 @@ from jaxlearn.export.network import (
     config_class,
     core_state_width,
     count,
-    greedy_network,
     host_act,
     normalizer_defaults,
     observation_stats,
     param_template,
+    policy_network,
 )
 from jaxlearn.export.record import (
     ABSENT,
@@ -68,6 +68,11 @@ class ExportedPolicy(NamedTuple):
             `act(obs, state) -> (action, state)`, `apply(params, obs, state) -> (action,
             state)`; reset the rows of envs whose episode ended (`jnp.where(done[:, None],
             policy.initial_state(B), state)`).
+        sample: as `act`, with the actions drawn as in training from a PRNG key passed
+            last: `sample(obs, key)` (recurrent: `sample(obs, state, key) -> (action,
+            state)`). PPO draws from the policy's distribution, DQN acts epsilon-greedily
+            at the config's `epsilon_end` (exports before format 5 did not record it:
+            there the default, 0.05).
     """
 
     act: Callable[..., Any]
@@ -77,6 +82,7 @@ class ExportedPolicy(NamedTuple):
     apply: Callable[..., Any]
     env_params: Any = None
     initial_state: Callable[..., Any] | None = None
+    sample: Callable[..., Any] | None = None
 
 
 def save_policy(
@@ -123,7 +129,7 @@ def save_policy(
             f"export path {path!r} already exists; jaxlearn never overwrites an exported "
             "policy: choose a new path or remove it yourself"
         )
-    network, _, env, base_params = greedy_network(algo, algo_cfg)
+    network, _, _, env, base_params = policy_network(algo, algo_cfg)
     trained_on = env_params_record(base_params if env_params is None else env_params)
     env_params_from_record(trained_on, base_params, "save_policy")  # same structure, finite
     env_params = base_params
@@ -264,7 +270,7 @@ def load_policy(path: str) -> ExportedPolicy:
     where = f"load_policy {path!r}"
     check_spec(spec, where)
     cfg = _config_from_spec(spec, where)
-    network, act_greedy, env, env_params = greedy_network(spec["algo"], cfg)
+    network, act_greedy, act_sampled, env, env_params = policy_network(spec["algo"], cfg)
     obs_shape = _check_against_network(spec, cfg, env, env_params, where)
 
     file = os.path.join(path, PARAMS_FILE)
@@ -296,8 +302,11 @@ def load_policy(path: str) -> ExportedPolicy:
     if "env_params" in spec:  # format 3
         trained_on = env_params_from_record(spec["env_params"], env_params, where)
     size = core_state_width(network)
-    apply = apply_fn(act_greedy, spec["observation_normalization"], recurrent=size > 0)
+    norm = spec["observation_normalization"]
+    apply = apply_fn(act_greedy, norm, recurrent=size > 0)
     act = host_act(jax.jit(apply), params, obs_shape, size)
+    draw = jax.jit(apply_fn(act_sampled, norm, recurrent=size > 0))
+    sample = host_act(draw, params, obs_shape, size, sampled=True)
     initial = None
     if size:
 
@@ -305,7 +314,7 @@ def load_policy(path: str) -> ExportedPolicy:
             zeros = initial_state(1 if batch is None else batch, size)
             return zeros[0] if batch is None else zeros
 
-    return ExportedPolicy(act, params, spec, network, apply, trained_on, initial)
+    return ExportedPolicy(act, params, spec, network, apply, trained_on, initial, sample)
 
 
 def _signed(record: Mapping[str, Any]) -> bool:
@@ -337,7 +346,7 @@ def export_from_run(
             "that the export is signed too"
         )
     one = jax.tree.map(lambda x: x[seed_index], run.state)
-    env, base_params = greedy_network(run.run_cfg.algo, run.algo_cfg)[2:]
+    env, base_params = policy_network(run.run_cfg.algo, run.algo_cfg)[3:]
     curriculum = make_curriculum(run.algo_cfg, env, base_params)
     trained_on = base_params if curriculum is None else curriculum.env_params(one.curriculum)
     stats = observation_stats(one.env_state) if run.run_cfg.algo == "ppo" else None

@@ -1,14 +1,15 @@
 """`policy.json`, the record of an exported policy: its fields, reading it, checking them.
 
-Format 4 (written now) adds the network fields beyond the MLP: the torso (`torso`,
+Format 5 (written now) adds DQN's `epsilon_end`, the epsilon of `ExportedPolicy.sample`.
+Format 4 added the network fields beyond the MLP: the torso (`torso`,
 `cnn_channels`, `cnn_kernels`, `cnn_strides`, `layer_norm`) and, for PPO, the recurrent
 core (`core`, `core_size`, `core_layers`) and the observation mask (`obs_mask`). Format 3
 added `env_params`: the full env parameters the policy was trained on (a run's checkpoint at
 its curriculum stage), and the config field `env_params` (the overrides its env was built
 with).
-Formats 2 and 3 still load (what they lack takes the config's defaults: an MLP without a
-core or a mask, and for format 2 the env parameters its config builds); format 1 is refused
-(not hashed).
+Formats 2 to 4 still load (what they lack takes the config's defaults: DQN's
+`epsilon_end` 0.05, an MLP without a core or a mask, and for format 2 the env parameters its
+config builds); format 1 is refused (not hashed).
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ import numpy as np
 
 from jaxlearn.checkpoint import record_hash, signature_problem
 
-FORMAT = 4  # 3: MLP only (still read); 2: no env_params (still read); 1: not hashed (refused)
-READABLE_FORMATS = (2, 3, 4)
+FORMAT = 5  # 4: no DQN epsilon_end, 3: MLP only, 2: no env_params (all read); 1: refused
+READABLE_FORMATS = (2, 3, 4, 5)
 SPEC_FILE = "policy.json"
 PARAMS_FILE = "params.msgpack"
 
@@ -47,12 +48,21 @@ POLICY_FIELDS = {
         "normalize_observations",
         *_FORMAT_4_FIELDS,
     ),
-    "dqn": ("env", "env_kwargs", "env_params", "hidden_sizes", "activation", *_TORSO_FIELDS),
+    "dqn": (
+        "env",
+        "env_kwargs",
+        "env_params",
+        "hidden_sizes",
+        "activation",
+        *_TORSO_FIELDS,
+        "epsilon_end",
+    ),
 }
 # Fields (record and config) that older formats did not have: the config's defaults hold.
 ABSENT = {
-    2: ("env_params", *_FORMAT_4_FIELDS),
-    3: _FORMAT_4_FIELDS,
+    2: ("env_params", *_FORMAT_4_FIELDS, "epsilon_end"),
+    3: (*_FORMAT_4_FIELDS, "epsilon_end"),
+    4: ("epsilon_end",),
 }
 
 

@@ -42,7 +42,7 @@ from jaxlearn.envs.masking import MaskObservation
 from jaxlearn.envs.navigation import Navigation
 from jaxlearn.envs.registry import make
 from jaxlearn.envs.setup import base_env, make_curriculum
-from jaxlearn.evaluation import default_max_steps
+from jaxlearn.evaluation import POLICIES, default_max_steps
 from jaxlearn.export import ExportedPolicy, export_from_run, load_policy, load_run
 from jaxlearn.render import classic, tasks
 
@@ -96,8 +96,9 @@ def check_path(path: str) -> str:
     """The output format of `path` (`"gif"` or `"mp4"`), checked before any work is done.
 
     Raises:
-        ValueError: another suffix, or `.mp4` without `ffmpeg` on PATH; the message names
-            the `--render` flag and the allowed suffixes.
+        ValueError: another suffix, `.mp4` without `ffmpeg` on PATH, a path that exists
+            (never overwritten) or cannot be written; the message names the `--render`
+            flag and what is allowed.
     """
     suffix = os.path.splitext(str(path))[1].lower()
     if suffix not in SUFFIXES:
@@ -109,6 +110,11 @@ def check_path(path: str) -> str:
         raise ValueError(
             f"--render {path!r} needs ffmpeg on PATH to write .mp4, and none was found: "
             "install ffmpeg or use a .gif file name"
+        )
+    if os.path.lexists(path):  # never write over what a user has (a picture, a folder)
+        raise ValueError(
+            f"--render {path!r} already exists; jaxlearn never overwrites a file: choose a "
+            "new file name or remove it yourself"
         )
     folder = os.path.dirname(os.path.abspath(path))
     while not os.path.exists(folder):  # missing folders are made when the file is written
@@ -126,24 +132,28 @@ def check_path(path: str) -> str:
     return suffix[1:]
 
 
-def _rollout(act, env, env_params, key, max_steps: int, core_state=None):
+def _rollout(act, env, env_params, key, max_steps: int, core_state=None, sampled=False):
     """One episode of `act` in a `lax.scan` of `max_steps` steps; frozen once it ends.
     With `core_state` (`[1, H]`), `act(obs, h) -> (action, h)` carries it through the
-    episode (a recurrent policy).
+    episode (a recurrent policy). With `sampled`, `act` takes a PRNG key last, step `t`'s
+    `fold_in(fold_in(key, 1), t)`; the reset does not depend on it, so greedy and sampled
+    episodes of one key start from the same state.
 
     Returns the initial state, the states after each step `[max_steps, ...]`, rewards
     `[max_steps]` and `active` `[max_steps]` (the step belongs to the episode).
     """
     k_reset, k_step = jax.random.split(key)
+    k_act = jax.random.fold_in(key, 1)
     obs, state = env.reset(k_reset, env_params)
 
     def body(carry, t):
         obs, state, done, h = carry
         batch = jax.tree.map(lambda o: o[None], obs)
+        draw = (jax.random.fold_in(k_act, t),) if sampled else ()
         if h is None:
-            action = act(batch)
+            action = act(batch, *draw)
         else:
-            action, h = act(batch, h)
+            action, h = act(batch, h, *draw)
         action = jax.tree.map(lambda a: a[0], action)
         # step_env, not step: keep the state the episode ends in (step would auto-reset)
         obs2, state2, reward, terminated, _ = env.step_env(
@@ -168,12 +178,14 @@ def collect_episodes(
     keys: jax.Array,
     max_steps: int | None = None,
     core_state: Any = None,
+    sampled: bool = False,
 ) -> list[tuple[Any, np.ndarray]]:
     """Run one episode of `act` per key (one jitted, vmapped `lax.scan`); bring them to the host.
 
     Args:
         act: `obs [B, *obs_shape] -> action [B, ...]` (e.g. `load_policy(...).act`); it is
             called with B = 1. With `core_state`, `act(obs, state) -> (action, state)`.
+            With `sampled`, it takes a PRNG key last (e.g. `load_policy(...).sample`).
         env: an unwrapped gymnax-style env (`jaxlearn.make(name)[0]`).
         env_params: its params.
         keys: `[E]` PRNG keys, one episode each.
@@ -190,7 +202,9 @@ def collect_episodes(
         max_steps = int(default_max_steps(env_params))
     if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
         raise ValueError(f"collect_episodes: max_steps={max_steps!r} must be an int >= 1")
-    run = jax.jit(jax.vmap(lambda k: _rollout(act, env, env_params, k, max_steps, core_state)))
+    run = jax.jit(
+        jax.vmap(lambda k: _rollout(act, env, env_params, k, max_steps, core_state, sampled))
+    )
     first, states, rewards, active = jax.device_get(run(keys))
     out = []
     for e in range(len(active)):
@@ -270,17 +284,19 @@ def render(
     return count
 
 
-def _on_unmasked(policy: ExportedPolicy) -> tuple[Any, Any]:
-    """`(act, core_state)` of `policy` taking the unmasked env's observations (its
-    `obs_mask` applied first); `core_state` is None unless the policy is recurrent."""
+def _on_unmasked(policy: ExportedPolicy, sampled: bool) -> tuple[Any, Any]:
+    """`(act, core_state)` of `policy` (its `sample` when `sampled`, taking a key last)
+    taking the unmasked env's observations (its `obs_mask` applied first); `core_state` is
+    None unless the policy is recurrent."""
     keep = policy.spec["config"].get("obs_mask")
     view = (lambda obs: obs) if keep is None else (lambda obs: obs[..., jnp.asarray(keep)])  # noqa: E731
+    act = policy.sample if sampled else policy.act
     if policy.initial_state is None:
-        return (lambda obs: policy.act(view(obs))), None
-    return (lambda obs, h: policy.act(view(obs), h)), policy.initial_state(1)
+        return (lambda obs, *key: act(view(obs), *key)), None
+    return (lambda obs, h, *key: act(view(obs), h, *key)), policy.initial_state(1)
 
 
-def _policy_and_env(source: Any, checkpoint: Any, seed_index: int):
+def _policy_and_env(source: Any, checkpoint: Any, seed_index: int, sampled: bool):
     """`(act, core_state, env, env_params)` from a run folder, an export folder or an
     ExportedPolicy; `env` is unwrapped (renderable), `act` takes its observations."""
     if isinstance(source, ExportedPolicy):
@@ -300,10 +316,11 @@ def _policy_and_env(source: Any, checkpoint: Any, seed_index: int):
             out = os.path.join(tmp, "policy")
             export_from_run(source, out, seed_index, checkpoint=run.step)
             policy = load_policy(out)
-        return (*_on_unmasked(policy), env, env_params)
+        return (*_on_unmasked(policy, sampled), env, env_params)
     cfg = policy.spec["config"]
-    env, env_params = make(cfg["env"], **(cfg.get("env_kwargs") or {}))
-    return (*_on_unmasked(policy), env, env_params)
+    env, _ = make(cfg["env"], **(cfg.get("env_kwargs") or {}))
+    # the env parameters it was trained on (the curriculum stage of its checkpoint)
+    return (*_on_unmasked(policy, sampled), env, policy.env_params)
 
 
 def render_episodes(
@@ -316,19 +333,24 @@ def render_episodes(
     seed_index: int = 0,
     max_steps: int | None = None,
     fps: int = 10,
+    policy: str = "greedy",
 ) -> dict[str, Any]:
-    """Render greedy episodes of a trained policy to `path` (`.gif`, or `.mp4` with ffmpeg).
+    """Render episodes of a trained policy to `path` (`.gif`, or `.mp4` with ffmpeg).
 
     Args:
         source: a run folder (its `checkpoint` of seed `seed_index` is exported and
             loaded; the env has the run's `env_params` and, with a curriculum, the stage
             that seed reached), an exported policy folder (`policy.json`: the env is built
-            from its `env` and `env_kwargs` with default params), or an `ExportedPolicy`.
+            from its `env` and `env_kwargs`, with the env parameters it was trained on,
+            `policy.env_params`), or an `ExportedPolicy`.
         path: the animation file.
         episodes: episodes drawn one after the other; episode `i` resets with
             `jax.random.split(jax.random.key(seed), episodes)[i]`.
         max_steps: step limit per episode (default: the env's episode length).
         fps: frames per second.
+        policy: `"greedy"` (argmax or the Gaussian's mean) or `"sampled"` (actions drawn as
+            in training, `ExportedPolicy.sample`; episode `i` starts from the same state
+            either way).
 
     Returns:
         `path`, `frames`, `lengths` and `returns` per episode.
@@ -336,10 +358,13 @@ def render_episodes(
     check_path(path)  # before restoring anything
     if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
         raise ValueError(f"render_episodes: episodes={episodes!r} must be an int >= 1")
-    act, core_state, env, env_params = _policy_and_env(source, checkpoint, seed_index)
+    if policy not in POLICIES:
+        raise ValueError(f"render_episodes: policy={policy!r} is invalid: allowed {POLICIES}")
+    sampled = policy == "sampled"
+    act, core_state, env, env_params = _policy_and_env(source, checkpoint, seed_index, sampled)
     renderer_for(env)  # fail before running episodes
     keys = jax.random.split(jax.random.key(seed), episodes)
-    runs = collect_episodes(act, env, env_params, keys, max_steps, core_state)
+    runs = collect_episodes(act, env, env_params, keys, max_steps, core_state, sampled)
     so_far = [np.concatenate([[0.0], np.cumsum(rewards)]) for _, rewards in runs]
     frames = render(env, env_params, [s for s, _ in runs], path, returns=so_far, fps=fps)
     return {

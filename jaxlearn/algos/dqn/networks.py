@@ -60,6 +60,16 @@ class Agent(NamedTuple):
     greedy_action: Callable[[Any, jax.Array], jax.Array]  # (params, obs [B, ...]) -> [B]
 
 
+def sampled_act(agent: Agent, epsilon: Any) -> Callable[..., jax.Array]:
+    """`(params, obs [B, ...], key) -> actions [B]`: epsilon-greedy at `epsilon` (the
+    config's `epsilon_end` for evaluation's `sampled` policy and `ExportedPolicy.sample`)."""
+
+    def act(params, obs, key):
+        return agent.select_action(key, params, obs, epsilon)
+
+    return act
+
+
 def make_agent(config: Any, env: Any, env_params: Any) -> Agent:
     """Build the Q-network for the env's (Discrete) action space and its action functions."""
     space = spaces.from_gymnax(env.action_space(env_params))

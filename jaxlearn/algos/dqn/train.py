@@ -48,7 +48,7 @@ from jaxlearn.algos.common import (
 from jaxlearn.algos.dqn.config import DQNConfig, DQNHParams
 from jaxlearn.algos.dqn.exploration import epsilon_at, epsilon_greedy_with_noise, exploration_noise
 from jaxlearn.algos.dqn.losses import double_q_target, dqn_loss, q_learning_target
-from jaxlearn.algos.dqn.networks import Agent, make_agent
+from jaxlearn.algos.dqn.networks import Agent, make_agent, sampled_act
 from jaxlearn.algos.dqn.nstep import NStepWindow, Step, Transition, window_init, window_push
 from jaxlearn.algos.dqn.replay import make_memory, make_replay
 from jaxlearn.envs.setup import with_reward_weights
@@ -355,13 +355,7 @@ def make_learner(config: DQNConfig, data_shards: int = 1) -> Learner:
         config.hparams(),
         stack.curriculum,
         policy_episodes(stack, lambda state: agent.greedy_action),
-        policy_episodes(
-            stack,
-            lambda state: (
-                lambda params, obs, key: agent.select_action(key, params, obs, config.epsilon_end)
-            ),
-            sampled=True,
-        ),
+        policy_episodes(stack, lambda state: sampled_act(agent, config.epsilon_end), sampled=True),
     )
 
 

@@ -27,6 +27,17 @@ class Policy(NamedTuple):
     value: Any  # (params, obs) -> V(obs) [...]
 
 
+def sampled_act(policy: Policy) -> Any:
+    """`(params, obs [B, ...], key) -> env action [B, ...]`: an action drawn as in training
+    (the rollout's sample, sent to the env), for evaluation's `sampled` policy and
+    `ExportedPolicy.sample`."""
+
+    def act(params, obs, key):
+        return policy.to_env(policy.sample(key, params, obs)[0])
+
+    return act
+
+
 def make_policy(config: PPOConfig, env: Any, env_params: Any) -> Policy:
     """Build the actor-critic and its action functions for the env's action space.
 

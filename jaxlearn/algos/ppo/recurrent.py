@@ -69,6 +69,19 @@ class RecurrentPolicy(NamedTuple):
     value: Any  # (params, hidden, obs) -> V(obs) [B], continuing from `hidden`
 
 
+def sampled_act(policy: RecurrentPolicy) -> Any:
+    """`(params, hidden [B, H], obs [B, ...], key) -> (hidden, env action [B, ...])`: an
+    action drawn as in training, continuing from `hidden` (no reset), for evaluation's
+    `sampled` policy and `ExportedPolicy.sample`."""
+
+    def act(params, hidden, obs, key):
+        no_reset = jnp.zeros(obs.shape[0], jnp.bool_)
+        hidden, action, _, _ = policy.sample(key, params, hidden, obs, no_reset)
+        return hidden, policy.to_env(action)
+
+    return act
+
+
 class RecurrentTransition(NamedTuple):
     """One rollout step for all envs; stacked by the scan to [T, num_envs, ...]."""
 
@@ -262,14 +275,13 @@ def make_recurrent_learner(config: PPOConfig, data_shards: int = 1) -> Learner:
         def run(state: RecurrentPPOState, key: jax.Array, num_episodes: int):
             norm = observation_normalizer(env, state.env_state)
             see = (lambda obs: obs) if norm is None else norm
-            no_reset = jnp.zeros(num_episodes, jnp.bool_)
+            draw = sampled_act(policy)
 
             def greedy(params, hidden, obs):
                 return policy.act_greedy(params, hidden, see(obs))
 
             def sample(params, hidden, obs, key):
-                hidden, action, _, _ = policy.sample(key, params, hidden, see(obs), no_reset)
-                return hidden, policy.to_env(action)
+                return draw(params, hidden, see(obs), key)
 
             return run_episodes(
                 sample if sampled else greedy,

@@ -32,7 +32,7 @@ from jaxlearn.algos.common import (
 from jaxlearn.algos.ppo.config import PPOConfig, PPOHParams
 from jaxlearn.algos.ppo.learn import learn
 from jaxlearn.algos.ppo.losses import PPOBatch, gae
-from jaxlearn.algos.ppo.policy import Policy, make_factored_policy, make_policy
+from jaxlearn.algos.ppo.policy import Policy, make_factored_policy, make_policy, sampled_act
 from jaxlearn.algos.ppo.recurrent import make_recurrent_learner
 from jaxlearn.config import fail
 from jaxlearn.envs.setup import with_reward_weights
@@ -174,7 +174,7 @@ def make_learner(config: PPOConfig, data_shards: int = 1) -> Learner:
         new_state = PPOState(params, opt_state, env_state, obs, key, state.update_step + 1, c_state)
         return new_state, metrics
 
-    def greedy_act(state: PPOState):
+    def greedy_act_of(state: PPOState):
         norm = observation_normalizer(env, state.env_state)
 
         def act(params, obs):
@@ -182,12 +182,12 @@ def make_learner(config: PPOConfig, data_shards: int = 1) -> Learner:
 
         return act
 
-    def sampled_act(state: PPOState):
+    def sampled_act_of(state: PPOState):
         norm = observation_normalizer(env, state.env_state)
+        draw = sampled_act(policy)
 
         def act(params, obs, key):
-            action = policy.sample(key, params, obs if norm is None else norm(obs))[0]
-            return policy.to_env(action)
+            return draw(params, obs if norm is None else norm(obs), key)
 
         return act
 
@@ -198,8 +198,8 @@ def make_learner(config: PPOConfig, data_shards: int = 1) -> Learner:
         config.batch_size,
         config.hparams(),
         stack.curriculum,
-        policy_episodes(stack, greedy_act),
-        policy_episodes(stack, sampled_act, sampled=True),
+        policy_episodes(stack, greedy_act_of),
+        policy_episodes(stack, sampled_act_of, sampled=True),
     )
 
 
