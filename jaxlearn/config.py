@@ -54,12 +54,21 @@ def check_float32(owner: str, field: str, value: Any, *, allow_inf: bool = False
 
 class _StrictLoader(yaml.SafeLoader):
     """YAML's safe loader, but a key given twice in one mapping is an error (PyYAML keeps
-    the last one silently)."""
+    the last one silently), and so is a key that is not a string (every key jaxlearn reads
+    is a name: a field, a component, an env parameter)."""
 
     def construct_mapping(self, node, deep=False):
         seen = set()
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, str):
+                shown = repr(key) if isinstance(key_node, yaml.ScalarNode) else "a collection"
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"key {shown} is not a name: every key must be a string (quote it)",
+                    key_node.start_mark,
+                )
             if key in seen:
                 raise yaml.constructor.ConstructorError(
                     None, None, f"duplicate key {key!r}", key_node.start_mark
@@ -97,6 +106,7 @@ def load_yaml(path: str, what: str = "--config") -> dict[str, Any]:
 
 INT32_MAX = 2**31 - 1  # integer fields become int32 device values
 MAX_ENV_STEPS = 2**30  # per seed: step counters (int32) then never pass 2**31
+MAX_SEED = 2**63 - 1  # the largest seed jax.random.key takes (a signed 64-bit integer)
 
 
 def check_positive_int(obj: Any, *fields: str) -> None:
@@ -222,8 +232,13 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if isinstance(value, float) and value.is_integer():
             return int(value)
         if isinstance(value, str):
-            try:
-                f = float(value.replace("_", ""))
+            text = value.strip().replace("_", "")
+            try:  # digits exactly (a float holds integers exactly only up to 2**53)
+                return int(text)
+            except ValueError:
+                pass
+            try:  # then 1e6, 2.5e5
+                f = float(text)
             except ValueError:
                 f = None
             if f is not None and f.is_integer():

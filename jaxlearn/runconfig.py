@@ -10,6 +10,7 @@ from typing import Any
 
 from jaxlearn import algos, resources
 from jaxlearn.config import (
+    MAX_SEED,
     ConfigError,
     check_choice,
     check_nonnegative_int,
@@ -63,8 +64,12 @@ class RunConfig:
                 f"RunConfig.devices={self.devices!r} is invalid: use 'auto', 'all' or a "
                 "positive device count"
             )
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"RunConfig.seed={self.seed!r} is invalid: must be an integer >= 0")
+        seed = self.seed
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+            raise ValueError(
+                f"RunConfig.seed={seed!r} is invalid: must be an integer in [0, 2**63 - 1] "
+                "(a jax.random.key seed)"
+            )
         check_range(self, "final_fraction", 0.0, 1.0, low_open=True)
         if self.max_memory is not None:
             resources.parse_bytes(self.max_memory, "RunConfig.max_memory")

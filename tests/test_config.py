@@ -113,6 +113,34 @@ def test_yaml_duplicate_key_is_an_error(tmp_path):
         load_yaml(str(nested))
 
 
+@pytest.mark.parametrize(
+    "text,shown",
+    [
+        ("1: 2\n", "1"),
+        ("null: 3\n", "None"),
+        ("? [a, b]\n: 3\n", "a collection"),
+        ("env: Navigation2D-v0\nreward_weights: {1: 2}\n", "1"),
+    ],
+    ids=["int", "null", "list", "nested"],
+)
+def test_a_yaml_key_that_is_not_a_string_is_named(tmp_path, text, shown):
+    path = tmp_path / "keys.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=rf"keys\.yaml:\d+:\d+: .*key {shown} is not a name"):
+        resolve_config(config_file=str(path))
+
+
+def test_integers_are_read_exactly_and_seeds_bounded():
+    big = 2**53 + 1  # a float would read it as 2**53
+    assert resolve(seed=str(big))[0].seed == big
+    assert resolve(total_timesteps="1e5")[1].total_timesteps == 100_000
+    assert resolve(seed=str(2**63 - 1))[0].seed == 2**63 - 1
+    with pytest.raises(
+        ValueError, match=r"RunConfig.seed=9223372036854775808 .*\[0, 2\*\*63 - 1\]"
+    ):
+        resolve(seed=str(2**63))
+
+
 def test_yaml_top_level_must_be_a_mapping(tmp_path):
     path = tmp_path / "list.yaml"
     path.write_text("- 1\n- 2\n")

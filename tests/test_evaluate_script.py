@@ -104,6 +104,7 @@ def test_sampled_policy_is_its_own_deterministic_evaluation(main, capsys, run_di
         (["--episodes", "0"], "--episodes '0' is invalid"),
         (["--episodes", "many"], "--episodes 'many' is invalid"),
         (["--seed", "-1"], "--seed '-1' is invalid"),
+        (["--seed", str(2**63)], r"--seed '9223372036854775808' is invalid: .* \[0, 92233"),
         (["--checkpoint", "newest"], "checkpoint='newest' is invalid"),
         (["--render", "episode.avi"], r"--render .*\.gif"),
         (["--policy", "random"], "--policy 'random' is invalid: allowed values are greedy, samp"),

@@ -17,6 +17,8 @@ import logging
 import sys
 import time
 
+from jaxlearn.config import MAX_SEED
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
@@ -47,13 +49,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _int_at_least(flag: str, value: str, minimum: int) -> int:
+def _int_at_least(flag: str, value: str, minimum: int, maximum: int | None = None) -> int:
     try:
         n = int(value)
     except ValueError:
         n = None
     if n is None or n < minimum:
         raise ValueError(f"{flag} {value!r} is invalid: must be an integer >= {minimum}")
+    if maximum is not None and n > maximum:
+        raise ValueError(
+            f"{flag} {value!r} is invalid: must be an integer in [{minimum}, {maximum}]"
+        )
     return n
 
 
@@ -66,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
     try:
         episodes = _int_at_least("--episodes", args.episodes, 1)
-        seed = _int_at_least("--seed", args.seed, 0)
+        seed = _int_at_least("--seed", args.seed, 0, MAX_SEED)
         from jaxlearn.export import parse_checkpoint
 
         checkpoint = parse_checkpoint(args.checkpoint)
