@@ -24,10 +24,11 @@ Progress goes to the `log` callable (stderr by default) as plain lines: per chun
 live trial's chunk value; per batch, how each trial ended; both with the best value so far
 and its trial.
 
-One module per idea: `spec` (the spec and its checks), `trials` (a trial's values -> its
-config, program and hparams), `batch` (training one group of trials on a lane axis),
-`study` (the folder's Optuna study: storage, workers, heartbeats, the batch loop, `run`,
-`resume`), `report` (progress lines and the result files), `folder` (the folder layout).
+One module per idea: `spec` (the spec and its checks), `space` (the searched parameters),
+`trials` (a trial's values -> its config, program and hparams), `batch` (training one group
+of trials on a lane axis), `study` (the folder's Optuna study: storage, workers,
+heartbeats, the batch loop, `run`, `resume`), `report` (progress lines and the result
+files), `folder` (the folder layout).
 
 Spec (YAML, see `experiments/sweeps/`):
 
@@ -74,18 +75,16 @@ from jaxlearn.sweep.folder import (
     spec_record,
 )
 from jaxlearn.sweep.report import batch_lines, write_reports
+from jaxlearn.sweep.space import PARAM_KEYS, Param, parse_param
 from jaxlearn.sweep.spec import (
     BASE_OBJECTIVES,
     DIRECTIONS,
-    PARAM_KEYS,
     PRUNERS,
     SAMPLERS,
     SPEC_FIELDS,
-    Param,
     SweepSpec,
     lane_devices,
     load_spec,
-    parse_param,
     spec_from_dict,
 )
 from jaxlearn.sweep.study import (

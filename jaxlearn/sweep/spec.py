@@ -16,135 +16,22 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-import optuna
 import sqlalchemy
 from sqlalchemy.engine import make_url
 
-from jaxlearn.config import ConfigError, check_float32, load_yaml
+from jaxlearn.config import ConfigError, load_yaml
 from jaxlearn.envs.setup import base_env
 from jaxlearn.envs.task import TaskEnv
 from jaxlearn.parallel import select_devices
 from jaxlearn.rundir import RunConfig, resolve_config
+from jaxlearn.sweep.space import MAX_GRID_POINTS, Param, bad, grid, parse_param
 from jaxlearn.sweep.trials import trial_config
 
 SAMPLERS = ("tpe", "random", "grid")
-MAX_GRID_POINTS = 10_000  # a grid sampler trains every point: more is a typo, not a plan
 PRUNERS = ("median", "hyperband", "none")
 DIRECTIONS = ("maximize", "minimize")
 BASE_OBJECTIVES = ("final_return_mean", "final_return_min", "eval_return")
-PARAM_KEYS = {"low", "high", "log", "step", "choices", "type"}
 SWEEP_SET_FIELDS = ("num_seeds", "devices", "init_from")  # the sweep decides these
-
-
-@dataclasses.dataclass(frozen=True)
-class Param:
-    """One searched parameter: a float/int range or a categorical choice."""
-
-    name: str
-    kind: str  # float | int | categorical
-    low: float | None = None
-    high: float | None = None
-    log: bool = False
-    step: float | None = None
-    choices: tuple = ()
-
-    def distribution(self) -> optuna.distributions.BaseDistribution:
-        if self.kind == "categorical":
-            return optuna.distributions.CategoricalDistribution(list(self.choices))
-        if self.kind == "int":
-            return optuna.distributions.IntDistribution(
-                int(self.low), int(self.high), log=self.log, step=int(self.step or 1)
-            )
-        return optuna.distributions.FloatDistribution(
-            float(self.low), float(self.high), log=self.log, step=self.step
-        )
-
-    def grid_values(self) -> list[Any]:
-        """Every value a grid sampler tries: the choices, or low..high by step."""
-        if self.kind == "categorical":
-            return list(self.choices)
-        if self.step is None:
-            raise _bad(
-                f"space.{self.name}",
-                {"low": self.low, "high": self.high},
-                "sampler grid needs choices or a step for every parameter",
-            )
-        count = int(math.floor((self.high - self.low) / self.step + 1e-9)) + 1
-        if count > MAX_GRID_POINTS:
-            raise _bad(
-                f"space.{self.name}.step",
-                self.step,
-                f"gives {count} grid values (at most {MAX_GRID_POINTS}); use a larger step",
-            )
-        if self.kind == "int":
-            return [int(self.low) + i * int(self.step) for i in range(count)]
-        return [round(float(self.low) + i * float(self.step), 12) for i in range(count)]
-
-    def extremes(self) -> list[Any]:
-        """Values that must all be valid (checked before anything runs)."""
-        if self.kind == "categorical":
-            return list(self.choices)
-        cast = int if self.kind == "int" else float
-        return [cast(self.low), cast(self.high)]
-
-
-def _bad(field: str, value: Any, allowed: str) -> ConfigError:
-    return ConfigError(f"sweep.{field}={value!r} is invalid: {allowed}")
-
-
-def parse_param(name: str, spec: Any) -> Param:
-    """A `space` entry -> `Param`; errors name the parameter and what is allowed."""
-    where = f"space.{name}"
-    if not isinstance(spec, Mapping):
-        raise _bad(where, spec, "expected a mapping: {low, high[, log, step, type]} or {choices}")
-    unknown = sorted(set(spec) - PARAM_KEYS)
-    if unknown:
-        raise _bad(where, dict(spec), f"unknown key(s) {unknown}; allowed: {sorted(PARAM_KEYS)}")
-    if "choices" in spec:
-        choices = spec["choices"]
-        if not isinstance(choices, list | tuple) or not choices:
-            raise _bad(f"{where}.choices", choices, "must be a non-empty list")
-        for c in choices:
-            if not (c is None or isinstance(c, bool | int | float | str)):
-                raise _bad(
-                    f"{where}.choices",
-                    choices,
-                    "choices must be numbers, strings, booleans or null (for an architecture "
-                    "use num_layers and units)",
-                )
-        extra = sorted(set(spec) - {"choices", "type"})
-        if extra:
-            raise _bad(where, dict(spec), f"{extra} do not apply to choices")
-        return Param(name, "categorical", choices=tuple(choices))
-    if "low" not in spec or "high" not in spec:
-        raise _bad(where, dict(spec), "a range needs both low and high (or give choices)")
-    low, high = spec["low"], spec["high"]
-    for k, v in (("low", low), ("high", high)):
-        try:
-            check_float32("sweep", f"{where}.{k}", v)
-        except ConfigError:
-            raise _bad(f"{where}.{k}", v, "must be a finite number (|x| <= 3.4e38)") from None
-    kind = spec.get("type")
-    if kind is None:
-        kind = "int" if isinstance(low, int) and isinstance(high, int) else "float"
-    if kind not in ("int", "float"):
-        raise _bad(f"{where}.type", kind, "must be int or float")
-    if kind == "int" and not (float(low).is_integer() and float(high).is_integer()):
-        raise _bad(where, dict(spec), "an int range needs integer low and high")
-    if low > high:
-        raise _bad(where, dict(spec), f"low ({low}) must be <= high ({high})")
-    log = spec.get("log", False)
-    if not isinstance(log, bool):
-        raise _bad(f"{where}.log", log, "must be true or false")
-    if log and low <= 0:
-        raise _bad(where, dict(spec), f"a log scale needs low > 0 (got low={low})")
-    step = spec.get("step")
-    if step is not None:
-        if isinstance(step, bool) or not isinstance(step, int | float) or step <= 0:
-            raise _bad(f"{where}.step", step, "must be a number > 0")
-        if log:
-            raise _bad(where, dict(spec), "step and log cannot be combined")
-    return Param(name, kind, low, high, log, step)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -208,11 +95,6 @@ def lane_devices(value: Any) -> list:
         raise ValueError(f"sweep.{e}") from None
 
 
-def grid(space: tuple[Param, ...]) -> dict[str, list[Any]]:
-    """The grid sampler's search space: every parameter's values."""
-    return {p.name: p.grid_values() for p in space}
-
-
 def _num_trials(raw: Mapping, space: tuple[Param, ...]) -> int:
     """`num_trials` (default 16); with `sampler: grid`, the grid's size, which a given
     value must equal (each point trains once; `seeds_per_trial` repeats it on more seeds)."""
@@ -220,10 +102,10 @@ def _num_trials(raw: Mapping, space: tuple[Param, ...]) -> int:
         return _int_field(raw, "num_trials", 16, 1)
     points = math.prod(len(v) for v in grid(space).values())
     if points > MAX_GRID_POINTS:
-        raise _bad("space", f"{points} grid points", f"sampler grid allows {MAX_GRID_POINTS}")
+        raise bad("space", f"{points} grid points", f"sampler grid allows {MAX_GRID_POINTS}")
     given = raw.get("num_trials", points)
     if given != points:
-        raise _bad(
+        raise bad(
             "num_trials",
             given,
             f"sampler grid trains each of the {points} grid points once: leave num_trials "
@@ -235,14 +117,14 @@ def _num_trials(raw: Mapping, space: tuple[Param, ...]) -> int:
 def _int_field(d: Mapping, key: str, default: int, low: int) -> int:
     v = d.get(key, default)
     if isinstance(v, bool) or not isinstance(v, int) or v < low:
-        raise _bad(key, v, f"must be an integer >= {low}")
+        raise bad(key, v, f"must be an integer >= {low}")
     return v
 
 
 def _choice_field(d: Mapping, key: str, default: str, allowed: tuple[str, ...]) -> str:
     v = d.get(key, default)
     if v not in allowed:
-        raise _bad(key, v, f"must be one of {list(allowed)}")
+        raise bad(key, v, f"must be one of {list(allowed)}")
     return v
 
 
@@ -252,7 +134,7 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 def _name_field(value: Any) -> str:
     """A sweep name becomes a folder name under sweeps/: one plain path component."""
     if not isinstance(value, str) or not _NAME.fullmatch(value):
-        raise _bad(
+        raise bad(
             "name",
             value,
             "must be 1-100 letters, digits, '.', '_' or '-', starting with a letter or digit "
@@ -267,13 +149,13 @@ def _storage_field(value: Any) -> str | None:
         return None
     allowed = "must be a database URL such as sqlite:///path/study.db or postgresql://host/db"
     if not isinstance(value, str):
-        raise _bad("storage", value, allowed)
+        raise bad("storage", value, allowed)
     try:
         make_url(value).get_dialect()
     except sqlalchemy.exc.ArgumentError:
-        raise _bad("storage", value, allowed) from None
+        raise bad("storage", value, allowed) from None
     except (sqlalchemy.exc.NoSuchModuleError, ImportError) as e:
-        raise _bad(
+        raise bad(
             "storage", value, f"{allowed}; its database driver is not available: {e}"
         ) from None
     return value
@@ -305,7 +187,7 @@ def load_spec(
     if config_overrides:
         config = raw.get("config") or {}
         if not isinstance(config, Mapping):
-            raise _bad("config", config, "must be a mapping of train.py config fields")
+            raise bad("config", config, "must be a mapping of train.py config fields")
         for k in SWEEP_SET_FIELDS:
             if k in config_overrides:
                 raise ConfigError(
@@ -327,16 +209,16 @@ def spec_from_dict(raw: Mapping[str, Any], base_dir: str = ".") -> SweepSpec:
         base = os.path.join(base_dir, base)
     config = raw.get("config") or {}
     if not isinstance(config, Mapping):
-        raise _bad("config", config, "must be a mapping of train.py config fields")
+        raise bad("config", config, "must be a mapping of train.py config fields")
     for k in SWEEP_SET_FIELDS:
         if k in config:
-            raise _bad(f"config.{k}", config[k], "is set by the sweep (use seeds_per_trial)")
+            raise bad(f"config.{k}", config[k], "is set by the sweep (use seeds_per_trial)")
     run_cfg, algo_cfg = resolve_config(config_file=base, overrides=dict(config), what="base")
     if run_cfg.num_seeds != 1:
         run_cfg = dataclasses.replace(run_cfg, num_seeds=1)
     space_raw = raw.get("space")
     if not isinstance(space_raw, Mapping) or not space_raw:
-        raise _bad("space", space_raw, "must be a non-empty mapping of parameter: range")
+        raise bad("space", space_raw, "must be a non-empty mapping of parameter: range")
     space = tuple(parse_param(str(k), v) for k, v in space_raw.items())
     spec = SweepSpec(
         run_cfg=run_cfg,
@@ -382,4 +264,4 @@ def _episode_metric_names(algo_cfg: Any) -> list[str]:
 def _check_objective(spec: SweepSpec) -> None:
     allowed = [*BASE_OBJECTIVES, *_episode_metric_names(spec.algo_cfg)]
     if spec.objective not in allowed:
-        raise _bad("objective", spec.objective, f"must be one of {allowed}")
+        raise bad("objective", spec.objective, f"must be one of {allowed}")

@@ -28,7 +28,8 @@ from jaxlearn.rundir import RunLock
 from jaxlearn.sweep import report
 from jaxlearn.sweep.batch import Outcome, Program, train_group
 from jaxlearn.sweep.folder import DB_FILE, SPEC_FILE, WORKER_FILE, is_sweep_folder, new_sweep
-from jaxlearn.sweep.spec import SweepSpec, grid, lane_devices, spec_from_dict
+from jaxlearn.sweep.space import grid
+from jaxlearn.sweep.spec import SweepSpec, lane_devices, spec_from_dict
 from jaxlearn.sweep.trials import static_config, static_key, trial_config
 
 HEARTBEAT_SECONDS = 60  # live trials are marked alive at least this often (between chunks)
