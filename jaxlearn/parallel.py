@@ -73,6 +73,8 @@ def select_devices(spec: Any, num_seeds: int, devices: list | None = None) -> li
     else:
         try:
             n = int(spec)
+            if isinstance(spec, float) and spec != n:  # 1.5 devices is not 1
+                raise ValueError
         except (TypeError, ValueError):
             raise ValueError(
                 f"devices={spec!r} is invalid: use 'auto', 'all' or a count in 1..{n_local}"

@@ -178,3 +178,62 @@ def test_a_live_sweep_refuses_a_second_writer(tmp_path):
     finally:
         held.release()
     assert not any(f.endswith(".db") for f in os.listdir(folder))  # nothing was touched
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ({"seed": 2**32}, r"sweep.seed=4294967296 .*\[0, 4294967295\]"),
+        ({"study_name": ["a"]}, r"sweep.study_name=\['a'\] .*non-empty string"),
+        ({"base": 5}, r"sweep.base=5 .*non-empty string"),
+        ({"objective": 3}, r"sweep.objective=3 .*non-empty string"),
+        ({"devices": 1.5}, r"sweep.devices=1.5 is invalid"),
+        ({"space": {"num_minibatches": {"low": 1, "high": 8, "step": 0.5}}}, "integer step"),
+        ({"space": {"ent_coef": {"low": 0.0, "high": 0.1, "step": math.inf}}}, "finite number"),
+        ({"space": {"ent_coef": {"low": 0.0, "high": 0.1, "step": math.nan}}}, "finite number"),
+        ({"space": {"ent_coef": {"low": 0.0, "high": 0.1, "step": 0.5}}}, "at most high - low"),
+        ({"space": {"hidden_sizes": {"choices": [64]}}}, "hidden_sizes: 64 is not a list"),
+    ],
+)
+def test_odd_spec_values_are_refused_naming_the_field(extra, message):
+    with pytest.raises(ValueError, match=message):
+        _spec(**extra)
+
+
+def _foreign_study(db, direction, name="jaxlearn"):
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(study_name=name, storage=db, direction=direction)
+    study.optimize(lambda t: t.suggest_float("learning_rate", 0.1, 0.9), n_trials=2)
+
+
+@pytest.mark.parametrize(
+    "direction, message",
+    [("minimize", "existing study that minimizes"), ("maximize", "no jaxlearn sweep recorded")],
+)
+def test_a_new_sweep_never_joins_a_study_it_did_not_make(tmp_path, direction, message):
+    db = f"sqlite:///{tmp_path / 'other.db'}"
+    _foreign_study(db, direction)
+    with pytest.raises(ValueError, match=message):
+        sweep.run(_spec(storage=db), str(tmp_path / "sw"))
+    assert not os.path.exists(tmp_path / "sw")
+
+
+def test_a_shared_study_takes_workers_of_the_same_spec_only(tmp_path):
+    db = f"sqlite:///{tmp_path / 'shared.db'}"
+    spec = _spec(storage=db, sampler="random")
+    first = sweep.Sweep(spec, sweep.new_sweep(spec, str(tmp_path / "w1")))
+    _ask_and_finish(first, 2)
+    sweep.sharing.check_joinable(_spec(storage=db, sampler="random", num_trials=8))  # same
+    other = _spec(storage=db, space={"learning_rate": {"low": 1e-3, "high": 1e-1, "log": True}})
+    with pytest.raises(ValueError, match=r"holds another sweep's trials \(its space differ"):
+        sweep.run(other, str(tmp_path / "w2"))
+    assert not os.path.exists(tmp_path / "w2")
+
+
+def test_a_storage_that_cannot_be_opened_is_refused_before_the_folder(tmp_path):
+    spec = _spec(storage=f"sqlite:///{tmp_path / 'missing' / 'x.db'}")
+    with pytest.raises(ValueError, match="sweep.storage=.* cannot be opened"):
+        sweep.run(spec, str(tmp_path / "sw"))
+    assert not os.path.exists(tmp_path / "sw")

@@ -120,8 +120,18 @@ def parse_param(name: str, spec: Any) -> Param:
         raise bad(where, dict(spec), f"a log scale needs low > 0 (got low={low})")
     step = spec.get("step")
     if step is not None:
-        if isinstance(step, bool) or not isinstance(step, int | float) or step <= 0:
-            raise bad(f"{where}.step", step, "must be a number > 0")
+        number = not isinstance(step, bool) and isinstance(step, int | float)
+        if not number or not math.isfinite(step) or step <= 0:
+            raise bad(f"{where}.step", step, "must be a finite number > 0")
+        if kind == "int" and not float(step).is_integer():
+            raise bad(f"{where}.step", step, "an int range needs an integer step >= 1")
+        if high > low and step > high - low:
+            raise bad(
+                f"{where}.step",
+                step,
+                f"must be at most high - low = {high - low} (a larger step leaves {low} as "
+                "the only value)",
+            )
         if log:
             raise bad(where, dict(spec), "step and log cannot be combined")
     return Param(name, kind, low, high, log, step)

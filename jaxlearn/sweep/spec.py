@@ -114,10 +114,19 @@ def _num_trials(raw: Mapping, space: tuple[Param, ...]) -> int:
     return points
 
 
-def _int_field(d: Mapping, key: str, default: int, low: int) -> int:
+def _int_field(d: Mapping, key: str, default: int, low: int, high: int | None = None) -> int:
     v = d.get(key, default)
     if isinstance(v, bool) or not isinstance(v, int) or v < low:
         raise bad(key, v, f"must be an integer >= {low}")
+    if high is not None and v > high:
+        raise bad(key, v, f"must be an integer in [{low}, {high}]")
+    return v
+
+
+def _text_field(d: Mapping, key: str, default: str | None) -> str | None:
+    v = d.get(key, default)
+    if v is not None and (not isinstance(v, str) or not v):
+        raise bad(key, v, "must be a non-empty string")
     return v
 
 
@@ -204,7 +213,7 @@ def spec_from_dict(raw: Mapping[str, Any], base_dir: str = ".") -> SweepSpec:
     unknown = sorted(set(raw) - SPEC_FIELDS)
     if unknown:
         raise ValueError(f"sweep: unknown key(s) {unknown}; allowed: {sorted(SPEC_FIELDS)}")
-    base = raw.get("base")
+    base = _text_field(raw, "base", None)
     if base is not None and not os.path.isabs(base):
         base = os.path.join(base_dir, base)
     config = raw.get("config") or {}
@@ -224,7 +233,7 @@ def spec_from_dict(raw: Mapping[str, Any], base_dir: str = ".") -> SweepSpec:
         run_cfg=run_cfg,
         algo_cfg=algo_cfg,
         space=space,
-        objective=str(raw.get("objective", "final_return_mean")),
+        objective=_text_field(raw, "objective", "final_return_mean"),
         direction=_choice_field(raw, "direction", "maximize", DIRECTIONS),
         num_trials=_num_trials(raw, space),
         batch_size=_int_field(raw, "batch_size", 8, 1),
@@ -233,11 +242,11 @@ def spec_from_dict(raw: Mapping[str, Any], base_dir: str = ".") -> SweepSpec:
         pruner=_choice_field(raw, "pruner", "median", PRUNERS),
         pruner_startup_trials=_int_field(raw, "pruner_startup_trials", 4, 0),
         pruner_warmup_chunks=_int_field(raw, "pruner_warmup_chunks", 2, 0),
-        seed=_int_field(raw, "seed", 0, 0),
+        seed=_int_field(raw, "seed", 0, 0, 2**32 - 1),  # the samplers take 32-bit seeds
         num_chunks=_int_field(raw, "num_chunks", 10, 1),
         eval_episodes=_int_field(raw, "eval_episodes", 16, 1),
         storage=_storage_field(raw.get("storage")),
-        study_name=str(raw.get("study_name", "jaxlearn")),
+        study_name=_text_field(raw, "study_name", "jaxlearn"),
         name=_name_field(raw.get("name", "sweep")),
         devices=raw.get("devices", "auto"),
     )

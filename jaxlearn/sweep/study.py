@@ -10,7 +10,6 @@ trials at once.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import sys
@@ -28,6 +27,7 @@ from jaxlearn.rundir import RunLock
 from jaxlearn.sweep import report
 from jaxlearn.sweep.batch import Outcome, Program, train_group
 from jaxlearn.sweep.folder import DB_FILE, SPEC_FILE, WORKER_FILE, is_sweep_folder, new_sweep
+from jaxlearn.sweep.sharing import check_joinable, claim, open_study
 from jaxlearn.sweep.space import grid
 from jaxlearn.sweep.spec import SweepSpec, lane_devices, spec_from_dict
 from jaxlearn.sweep.trials import static_config, static_key, trial_config
@@ -55,26 +55,6 @@ class _Grid(optuna.samplers.GridSampler):
         pass
 
 
-class _creating:
-    """Serialise creating a study's sqlite tables: two sweeps starting at once on a new
-    file otherwise race on Optuna's schema setup (`IntegrityError` on alembic_version).
-    Other databases handle concurrent setup themselves."""
-
-    def __init__(self, url: str):
-        self.path = url[len("sqlite:///") :] + ".lock" if url.startswith("sqlite:///") else None
-        self.fd: int | None = None
-
-    def __enter__(self):
-        if self.path:
-            self.fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
-            fcntl.flock(self.fd, fcntl.LOCK_EX)
-
-    def __exit__(self, *exc):
-        if self.fd is not None:
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
-            os.close(self.fd)
-
-
 class Sweep:
     """A sweep folder bound to its study. `run()` trains trials until `num_trials` are done.
 
@@ -91,21 +71,15 @@ class Sweep:
             self.worker = json.load(f)["worker"]
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         url = spec.storage or f"sqlite:///{os.path.abspath(os.path.join(folder, DB_FILE))}"
-        with _creating(url), warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats
-            self.storage = optuna.storages.RDBStorage(
-                url,
-                heartbeat_interval=HEARTBEAT_SECONDS,
-                grace_period=STALE_SECONDS,
-                heartbeat_stale_trial_callback=_requeue,
-            )
-            self.study = optuna.create_study(
-                study_name=spec.study_name,
-                storage=self.storage,
-                pruner=self._pruner(),
-                direction=spec.direction,
-                load_if_exists=True,
-            )
+        self.storage, self.study = open_study(
+            url,
+            spec,
+            heartbeat_interval=HEARTBEAT_SECONDS,
+            grace_period=STALE_SECONDS,
+            heartbeat_stale_trial_callback=_requeue,
+        )
+        claim(self.study, spec)
+        self.study.pruner = self._pruner()
         self.study.sampler = self._sampler(self._sampler_seed())
         self.distributions = {p.name: p.distribution() for p in spec.space}
         self.programs: dict[str, Program] = {}
@@ -309,7 +283,10 @@ def run(
     stop_after_batches: int | None = None,
 ) -> dict[str, Any]:
     """Start a sweep in a new folder and run it to `num_trials` trials. Returns the summary.
-    The folder is locked for the sweep's life (`rundir.RunLock`): one writer at a time."""
+    The folder is locked for the sweep's life (`rundir.RunLock`): one writer at a time.
+    A shared `storage` is checked first (`sharing.check_joinable`), before the folder exists."""
+    if spec.storage is not None:
+        check_joinable(spec)
     folder = new_sweep(spec, out)
     lock = RunLock.acquire(folder)
     try:

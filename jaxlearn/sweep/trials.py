@@ -17,7 +17,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxlearn.config import to_dict
+from jaxlearn.config import from_dict, to_dict
 from jaxlearn.curriculum import CurriculumConfig
 from jaxlearn.envs.setup import base_env
 from jaxlearn.rundir import RUN_FIELDS
@@ -115,7 +115,8 @@ def trial_config(spec: Any, params: Mapping[str, Any]) -> Any:
             for i in stages:
                 table["stages"][i][crit] = int(v) if crit == "min_episodes" else v
         values["curriculum"] = table
-    return dataclasses.replace(spec.algo_cfg, **values)
+    # coerced and checked by field type, as train.py's --set values are
+    return from_dict(type(spec.algo_cfg), values, base=spec.algo_cfg)
 
 
 def static_config(spec: Any, cfg: Any) -> Any:
