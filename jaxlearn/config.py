@@ -340,5 +340,9 @@ def parse_set(items: Iterable[str]) -> dict[str, str]:
         k = k.strip().replace("-", "_")
         if not k:
             raise ConfigError(f"--set {item!r} is invalid: empty field name")
+        if k in out:  # as a YAML key given twice: which one was meant?
+            raise ConfigError(
+                f"--set {k} is given twice ({out[k]!r}, then {v.strip()!r}): give it once"
+            )
         out[k] = v.strip()
     return out

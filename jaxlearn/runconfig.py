@@ -84,6 +84,11 @@ class RunConfig:
             raise ValueError(
                 f"RunConfig.init_from={self.init_from!r} is invalid: must be a run folder path"
             )
+        if self.init_from is None and str(self.init_checkpoint) != "best":  # not ignored
+            raise ValueError(
+                f"RunConfig.init_checkpoint={self.init_checkpoint!r} needs init_from (--init-from "
+                "RUN_DIR): it picks which checkpoint of that run to start from"
+            )
 
 
 RUN_FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig))

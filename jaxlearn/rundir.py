@@ -383,7 +383,8 @@ def load_run(run_dir: str, checkpoint: Any = "best") -> RestoredRun:
     """
     checkpoint = parse_checkpoint(checkpoint)
     if not os.path.isdir(run_dir):
-        raise RunFolderError(f"run folder {run_dir!r} does not exist")
+        what = "is a file, not a folder" if os.path.exists(run_dir) else "does not exist"
+        raise RunFolderError(f"run folder {run_dir!r} {what}")
     folder = RunFolder(run_dir)
     if not os.path.isfile(folder.config_file):
         raise RunFolderError(f"{run_dir!r} has no {CONFIG_FILE}; is it a run folder?")

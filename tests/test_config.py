@@ -177,6 +177,8 @@ def test_parse_set_errors_are_config_errors():
     assert parse_set(["learning-rate=0.1"]) == {"learning_rate": "0.1"}
     with pytest.raises(ConfigError, match="expected field=value"):
         parse_set(["learning_rate"])
+    with pytest.raises(ConfigError, match=r"--set num_envs is given twice \('0', then '4'\)"):
+        parse_set(["num_envs=0", "num-envs=4"])
 
 
 def test_train_script_rejects_duplicate_key_before_writing(tmp_path):

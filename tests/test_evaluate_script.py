@@ -134,6 +134,9 @@ def test_render_to_a_path_that_cannot_be_written_exits_2(main, capsys, run_dir, 
 def test_missing_folder_and_no_checkpoints(main, capsys, run_dir, tmp_path):
     rc, _, err = _call(main, capsys, str(tmp_path / "nope"))
     assert rc == 2 and "does not exist" in err
+    (tmp_path / "afile").write_text("")
+    rc, _, err = _call(main, capsys, str(tmp_path / "afile"))
+    assert rc == 2 and "is a file, not a folder" in err
     empty = tmp_path / "empty"
     empty.mkdir()
     shutil.copy(os.path.join(run_dir, "config.yaml"), empty / "config.yaml")

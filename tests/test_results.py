@@ -3,6 +3,7 @@
 import csv
 import errno
 import os
+import re
 
 import numpy as np
 import pytest
@@ -81,6 +82,21 @@ def test_an_out_that_cannot_be_written_exits_2_before_training(experiments, caps
     err = capsys.readouterr().err
     assert err.startswith("error: --out ") and "cannot write there" in err
     assert "[results]" not in err  # nothing trained
+
+
+@pytest.mark.parametrize(
+    "seeds, message",
+    [("2000000", "the run needs about .* of memory"), ("99999999999", "at most 2147483647")],
+)
+def test_seeds_that_cannot_fit_exit_2_before_anything_is_written(
+    experiments, tmp_path, capsys, seeds, message
+):
+    out = tmp_path / "o"
+    argv = ["--experiments", str(experiments), "--out", str(out), "--seeds", seeds]
+    assert main([*argv, "--only", "tiny_ppo"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --seeds {seeds} for tiny_ppo: ") and re.search(message, err)
+    assert "[results]" not in err and not out.exists()
 
 
 def test_unknown_only_lists_the_configs(experiments, tmp_path, capsys):

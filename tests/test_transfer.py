@@ -177,7 +177,9 @@ def test_init_from_rejects_a_network_that_does_not_fit(source_run, tmp_path):
     with pytest.raises(ValueError, match="no such run folder"):
         run(RunConfig(init_from=str(tmp_path / "nope")), PPOConfig(**TINY), str(out), **QUIET)
     with pytest.raises(ValueError, match=r"RunConfig.init_checkpoint='first' is invalid"):
-        RunConfig(init_checkpoint="first")
+        RunConfig(init_from=source_run, init_checkpoint="first")
+    with pytest.raises(ValueError, match=r"init_checkpoint='latest' needs init_from"):
+        RunConfig(init_checkpoint="latest")  # never ignored
 
 
 @pytest.mark.slow

@@ -121,6 +121,19 @@ def validate(args: argparse.Namespace) -> list[tuple[str, str, object, object]]:
         except ValueError as e:
             raise UsageError(f"{path}: {e}") from None
         chosen.append((name, path, run_cfg, algo_cfg))
+    import dataclasses
+
+    import jax
+
+    from jaxlearn.runner import check_memory
+
+    for name, _, run_cfg, algo_cfg in chosen:  # the seeds train vmapped on one device
+        try:
+            seeds, episodes = args.seeds, args.eval_episodes
+            sized = dataclasses.replace(run_cfg, num_seeds=seeds, eval_episodes=episodes)
+            check_memory(sized, algo_cfg, jax.local_devices()[:1])
+        except ValueError as e:
+            raise UsageError(f"--seeds {args.seeds} for {name}: {e}") from None
     make_out(args.out)
     return chosen
 

@@ -224,7 +224,7 @@ def _compare_scratch(run_cfg, algo_cfg, summary: dict) -> dict:
 
     run_dir = summary["run_dir"]
     scratch = run(
-        dataclasses.replace(run_cfg, init_from=None),
+        dataclasses.replace(run_cfg, init_from=None, init_checkpoint="best"),
         dataclasses.replace(algo_cfg, lora_rank=0),
         out=os.path.join(run_dir, "scratch"),
     )
