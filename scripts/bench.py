@@ -193,10 +193,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     args = p.parse_args(argv)
     check_purejaxrl_args(p, args, argv)
-    for flag in ("ppo_timesteps", "dqn_timesteps"):
+    for flag in (
+        "ppo_timesteps",
+        "dqn_timesteps",
+        "devices_timesteps",
+        "devices_seeds",
+        "sweep_trials",
+    ):
         value = getattr(args, flag)
-        if value is not None and value <= 0:
+        if value is not None and value <= 0:  # never a silent default for 0
             p.error(f"--{flag.replace('_', '-')} must be a positive integer, got {value}")
+    if args.devices_seeds is not None and args.device_counts is not None:
+        odd = [c for c in args.device_counts if args.devices_seeds % c]
+        if odd:
+            p.error(
+                f"--devices-seeds {args.devices_seeds} must be a multiple of every device "
+                f"count; it is not of {odd}"
+            )
+    if not (math.isfinite(args.peer_timeout) and args.peer_timeout > 0):
+        p.error(f"--peer-timeout must be a number of seconds > 0, got {args.peer_timeout}")
+    if not (math.isfinite(args.stall_seconds) and args.stall_seconds >= 0):
+        p.error(
+            f"--stall-seconds must be a number of seconds >= 0 (0: off), got {args.stall_seconds}"
+        )
     if args.buffer_ops is not None and args.buffer_ops <= 0:
         p.error(f"--buffer-ops must be a positive integer, got {args.buffer_ops}")
     if args.memory_capacity is not None and args.memory_capacity < 5:

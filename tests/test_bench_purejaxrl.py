@@ -223,6 +223,12 @@ def _clone(tmp_path):
         (["--only", "purejaxrl"], "--only purejaxrl needs --purejaxrl DIR"),
         (["--purejaxrl", "CLONE", "--rounds", "0"], "--rounds must be a positive integer"),
         (["--purejaxrl", "CLONE", "--peer-python", "/no/python"], "--peer-python '/no/python'"),
+        (["--sweep-trials", "0"], "--sweep-trials must be a positive integer, got 0"),
+        (["--devices-timesteps", "0"], "--devices-timesteps must be a positive integer"),
+        (["--devices-seeds", "-4"], "--devices-seeds must be a positive integer, got -4"),
+        (["--devices-seeds", "3", "--device-counts", "2"], "it is not of [2]"),
+        (["--peer-timeout", "-1"], "--peer-timeout must be a number of seconds > 0"),
+        (["--stall-seconds", "nan"], "--stall-seconds must be a number of seconds >= 0"),
     ],
 )
 def test_bad_purejaxrl_flags_exit_2(bench, tmp_path, capsys, argv, message):
