@@ -13,6 +13,7 @@ import jax
 import pytest
 
 import jaxlearn
+from jaxlearn.bench import peers as bench_peers
 from jaxlearn.cli import bench as cli_bench
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -114,16 +115,20 @@ def test_scripts_are_thin_wrappers_of_the_cli_without_sys_path_edits():
         path = os.path.join(ROOT, "scripts", f"{name}.py")
         with open(path) as f:
             assert "sys.path" not in f.read(), name
-        if name == "bench":  # the benchmark's code stays in the script (see jaxlearn.cli.bench)
-            continue
         spec = importlib.util.spec_from_file_location(f"{name}_script", path)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         assert module.main is importlib.import_module(f"jaxlearn.cli.{name}").main
 
 
-def test_jaxlearn_bench_finds_the_checkout_script_or_says_it_needs_one(monkeypatch, capsys):
-    assert os.path.samefile(cli_bench.script_path(), os.path.join(ROOT, "scripts", "bench.py"))
-    monkeypatch.setattr(cli_bench, "script_path", lambda: None)
-    assert cli_bench.main(["--help"]) == 2
+def test_jaxlearn_bench_finds_the_checkout_peer_drivers_or_says_it_needs_one(
+    monkeypatch, capsys, tmp_path
+):
+    peers = os.path.join(ROOT, "scripts", "peers")
+    assert os.path.samefile(bench_peers.REJAX_SCRIPT, os.path.join(peers, "rejax_bench.py"))
+    assert os.path.samefile(bench_peers.PUREJAXRL_SCRIPT, os.path.join(peers, "purejaxrl_bench.py"))
+    monkeypatch.setattr(bench_peers, "REJAX_SCRIPT", str(tmp_path / "rejax_bench.py"))
+    with pytest.raises(SystemExit) as e:
+        cli_bench.main(["--only", "ppo_e2e", "--peer-python", sys.executable])
+    assert e.value.code == 2
     assert "source checkout" in capsys.readouterr().err

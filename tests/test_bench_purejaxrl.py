@@ -1,4 +1,4 @@
-"""`scripts/bench.py --purejaxrl DIR`: config mapping, round statistics, the peer protocol and
+"""`jaxlearn-bench --purejaxrl DIR`: config mapping, round statistics, the peer protocol and
 the flag checks. No network, no peer venv, no PureJaxRL: the peer here is a fake script that
 speaks the same JSON-lines protocol, run with this interpreter."""
 
@@ -205,7 +205,9 @@ def test_peer_server_times_out(tmp_path):
 
 @pytest.fixture(scope="module")
 def bench():
-    return _load("bench_script_for_flags", os.path.join(ROOT, "scripts", "bench.py"))
+    from jaxlearn.cli import bench as cli_bench
+
+    return cli_bench
 
 
 def _clone(tmp_path):

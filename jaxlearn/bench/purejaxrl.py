@@ -4,11 +4,14 @@ PureJaxRL's `ppo.py` and `dqn.py` keep their hyperparameters in an UPPERCASE dic
 of what defines a run (network sizes, value clipping, the loss, no gradient clipping in DQN)
 is fixed in their code. `ppo_config`/`dqn_config` map such a dict onto `PPOConfig`/`DQNConfig`
 fields, set the fixed parts to what PureJaxRL's code does, and list what does not map.
+
+`purejaxrl_file` finds those scripts in the user's clone (`jaxlearn-bench --purejaxrl DIR`).
 """
 
 from __future__ import annotations
 
 import math
+import os
 import statistics
 from typing import Any
 
@@ -161,3 +164,14 @@ def summarise(ratios: list[float]) -> dict[str, Any]:
         "ratio_max": max(ratios),
         "ratio_spread": (max(ratios) - min(ratios)) / median if median else None,
     }
+
+
+PUREJAXRL_SCRIPTS = ("ppo.py", "dqn.py")
+
+
+def purejaxrl_file(clone: str, name: str) -> str | None:
+    """Path of PureJaxRL's `name` in a clone (its purejaxrl/ folder, or the folder itself)."""
+    for path in (os.path.join(clone, "purejaxrl", name), os.path.join(clone, name)):
+        if os.path.isfile(path):
+            return path
+    return None
