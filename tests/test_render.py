@@ -108,7 +108,8 @@ def test_cartpole_ends_at_its_terminal_state(tmp_path):
     assert _gif_frames(path) == len(x)
 
 
-def test_render_episodes_from_an_exported_policy(tmp_path):
+def _random_cartpole_policy(folder):
+    """Export a small CartPole PPO policy with random weights to `folder`; its env."""
     cfg = PPOConfig(env="CartPole-v1", hidden_sizes=(8,))
     env, env_params = make("CartPole-v1")
     net = make_policy(cfg, env, env_params).network
@@ -116,7 +117,12 @@ def test_render_episodes_from_an_exported_policy(tmp_path):
     rng = np.random.default_rng(0)
     shapes = jax.eval_shape(net.init, jax.random.key(0), jnp.zeros((1, 4)))
     params = jax.tree.map(lambda s: rng.normal(0.0, 0.5, s.shape).astype(s.dtype), shapes)
-    save_policy(str(tmp_path / "policy"), "ppo", cfg, params)
+    save_policy(str(folder), "ppo", cfg, params)
+    return env, env_params
+
+
+def test_render_episodes_from_an_exported_policy(tmp_path):
+    _random_cartpole_policy(tmp_path / "policy")
     path = str(tmp_path / "out" / "two.gif")
     info = render_episodes(str(tmp_path / "policy"), path, episodes=2, seed=1, max_steps=8)
     lengths = info["lengths"]
@@ -127,13 +133,7 @@ def test_render_episodes_from_an_exported_policy(tmp_path):
 
 
 def test_sampled_episodes_start_where_greedy_ones_do_and_act_differently(tmp_path):
-    cfg = PPOConfig(env="CartPole-v1", hidden_sizes=(8,))
-    env, env_params = make("CartPole-v1")
-    net = make_policy(cfg, env, env_params).network
-    rng = np.random.default_rng(0)
-    shapes = jax.eval_shape(net.init, jax.random.key(0), jnp.zeros((1, 4)))
-    params = jax.tree.map(lambda s: rng.normal(0.0, 0.5, s.shape).astype(s.dtype), shapes)
-    save_policy(str(tmp_path / "policy"), "ppo", cfg, params)
+    env, env_params = _random_cartpole_policy(tmp_path / "policy")
     policy = load_policy(str(tmp_path / "policy"))
     keys = jax.random.split(jax.random.key(2), 8)
     greedy = collect_episodes(policy.act, env, env_params, keys, 40)
