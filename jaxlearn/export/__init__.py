@@ -5,7 +5,8 @@ An exported policy is a directory (never overwritten) with two files:
 - `policy.json`: `format`, `algo`, only the config fields that define the network and how
   its outputs become env actions (PPO: `env`, `env_kwargs`, `hidden_sizes`, `activation`,
   `action_squash`, `log_std_init`, `policy`, `normalize_observations`, `core`, `core_size`,
-  `core_layers`, `obs_mask`; DQN: `env`, `env_kwargs`, `hidden_sizes`, `activation`; both:
+  `core_layers`, `obs_mask`; DQN: `env`, `env_kwargs`, `hidden_sizes`, `activation`,
+  `epsilon_end` (the epsilon of `sample`); both:
   the torso (`torso`, `cnn_channels`, `cnn_kernels`, `cnn_strides`, `layer_norm`) and
   `env_params`, the overrides the env was built with), the observation shape and dtype
   (after `obs_mask`), the action space, the parameter count, the SHA-256 of
