@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import glob
 import os
 import sys
@@ -99,7 +100,10 @@ def check_out(out: str) -> None:
 
 def validate(args: argparse.Namespace) -> list[tuple[str, str, object, object]]:
     """Check the flags and resolve every selected config: `(name, path, run_cfg, algo_cfg)`."""
+    import jax
+
     from jaxlearn.rundir import resolve_config
+    from jaxlearn.runner import check_memory
 
     if args.seeds < 1:
         raise UsageError(f"--seeds {args.seeds}: must be an integer >= 1")
@@ -120,20 +124,13 @@ def validate(args: argparse.Namespace) -> list[tuple[str, str, object, object]]:
             run_cfg, algo_cfg = resolve_config(config_file=path, overrides=overrides)
         except ValueError as e:
             raise UsageError(f"{path}: {e}") from None
-        chosen.append((name, path, run_cfg, algo_cfg))
-    import dataclasses
-
-    import jax
-
-    from jaxlearn.runner import check_memory
-
-    for name, _, run_cfg, algo_cfg in chosen:  # the seeds train vmapped on one device
-        try:
+        try:  # the seeds train vmapped on one device: do they fit?
             seeds, episodes = args.seeds, args.eval_episodes
             sized = dataclasses.replace(run_cfg, num_seeds=seeds, eval_episodes=episodes)
             check_memory(sized, algo_cfg, jax.local_devices()[:1])
         except ValueError as e:
             raise UsageError(f"--seeds {args.seeds} for {name}: {e}") from None
+        chosen.append((name, path, run_cfg, algo_cfg))
     make_out(args.out)
     return chosen
 
